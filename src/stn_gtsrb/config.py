@@ -1,0 +1,132 @@
+"""The training configuration: one dataclass, the single source of truth.
+
+The CLI builds its ``train`` options from these fields (the ``help`` in each
+field's metadata is the option's help), a run directory stores the resolved
+config as ``config.json``, and the benchmark runner varies these same names.
+Defaults are those of Moodstocks' ``main.lua`` unless a comment says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from .errors import StnError
+from .models import DEFAULT_CNN, list_models, parse_widths
+from .normalization import KERNELS
+from .transformer import parse_transform
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "rmsprop")
+SCHEDULES = ("none", "step", "cosine")
+
+
+def _opt(default, help: str, **metadata):
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class TrainConfig:
+    # --- data
+    image_size: int = _opt(32, "side of the square input images in pixels (the paper used 48)")
+    n: int = _opt(0, "number of training images to use, a seeded random subset (0: all)")
+    val: bool = _opt(False, "hold out one track per class as a validation split")
+    no_norm: bool = _opt(False, "skip global mean/std normalisation")
+    per_channel_norm: bool = _opt(False, "global normalisation per colour channel (original: one scalar)")
+    no_lnorm: bool = _opt(False, "skip local contrast normalisation of the input images")
+    # --- network
+    net: str = _opt("lecun", "network name", choices=("idsia", "lecun"))
+    cnn: str = _opt("", "layer widths, e.g. 108,200,100 (lecun) or 150,200,300,350 (idsia); empty: the net's default")
+    ms: bool = _opt(False, "multi-scale features: last conv block's pooled input joins its output")
+    no_cnorm: bool = _opt(False, "no contrastive normalisation after the conv blocks")
+    cnorm_kernel: str = _opt("uniform9", "kernel of the conv blocks' contrastive normalisation", choices=KERNELS)
+    # --- spatial transformers
+    st: bool = _opt(False, "add a spatial transformer on the input image (loc-net widths: --locnet)")
+    locnet: str = _opt("30,60,30", "loc-net widths conv1,conv2,fc of the transformer on the input")
+    locnet2: str = _opt("", "loc-net widths of a transformer before conv2 (empty: none)")
+    locnet3: str = _opt("", "loc-net widths of a transformer before conv3, idsia only (empty: none)")
+    rot: bool = _opt(False, "restrict transformers to rotation (combine with --sca/--tra; none: full affine)")
+    sca: bool = _opt(False, "restrict transformers to isotropic scale (combinable)")
+    tra: bool = _opt(False, "restrict transformers to translation (combinable)")
+    # --- optimisation
+    epochs: int = _opt(10, "number of training epochs")
+    batch_size: int = _opt(50, "mini-batch size")
+    optimizer: str = _opt("sgd", "optimiser", choices=OPTIMIZERS)
+    lr: float = _opt(0.01, "learning rate")
+    lr_decay: float = _opt(0.0, "Torch-style decay: lr / (1 + step * lr_decay)")
+    schedule: str = _opt("none", "learning-rate schedule over epochs", choices=SCHEDULES)
+    step_epochs: int = _opt(5, "with --schedule step: multiply the lr by --gamma every this many epochs")
+    gamma: float = _opt(0.1, "with --schedule step: the lr factor")
+    weight_decay: float = _opt(0.0, "L2 weight decay")
+    momentum: float = _opt(0.0, "momentum (sgd, nesterov, rmsprop)")
+    locnet_lr_mult: float = _opt(1.0, "learning-rate multiplier for the localisation nets")
+    seed: int = _opt(1, "random seed (model init, batch order, subset, validation tracks)")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def widths(self) -> str:
+        return self.cnn or DEFAULT_CNN[self.net]
+
+    @property
+    def transform(self) -> str:
+        chosen = [name for flag, name in ((self.rot, "rotation"), (self.sca, "scale"), (self.tra, "translation"))
+                  if flag]
+        return "+".join(chosen) or "affine"
+
+    @property
+    def transformers(self) -> dict[int, str]:
+        spec = {1: self.locnet if self.st else "", 2: self.locnet2, 3: self.locnet3}
+        return {position: widths for position, widths in spec.items() if widths}
+
+    def model_options(self) -> dict:
+        """Keyword arguments for ``create_model(self.net, ...)``."""
+        return dict(cnn=self.widths, image_size=self.image_size, transformers=self.transformers,
+                    transform=self.transform, multiscale=self.ms, cnorm=not self.no_cnorm,
+                    cnorm_kernel=self.cnorm_kernel)
+
+    # ------------------------------------------------------------------ checks and I/O
+    def validate(self) -> "TrainConfig":
+        """Raise StnError naming the first bad value; return self."""
+        for f in dataclasses.fields(self):
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if choices and value not in choices:
+                raise StnError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, got {value!r}")
+        if self.net not in list_models():
+            raise StnError(f"unknown network {self.net!r}; valid: {', '.join(list_models())}")
+        positive = {"image_size": self.image_size, "epochs": self.epochs, "batch_size": self.batch_size,
+                    "lr": self.lr, "step_epochs": self.step_epochs, "locnet_lr_mult": self.locnet_lr_mult}
+        for name, value in positive.items():
+            if value <= 0:
+                raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma"):
+            if getattr(self, name) < 0:
+                raise StnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.optimizer == "nesterov" and self.momentum <= 0:
+            raise StnError("--optimizer nesterov needs --momentum > 0")
+        parse_widths(self.widths, 4 if self.net == "idsia" else 3, f"--cnn for {self.net}")
+        parse_transform(self.transform)
+        if self.locnet3 and self.net != "idsia":
+            raise StnError(f"--locnet3 needs a third conv block, which {self.net} lacks (use --net idsia)")
+        for position, widths in self.transformers.items():
+            parse_widths(widths, 3, "--locnet" + ("" if position == 1 else str(position)))
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise StnError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+        for name, value in values.items():
+            expected = type(known[name].default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise StnError(f"option {name} must be {expected.__name__}, got {value!r}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,149 @@
+"""Networks: a registry of conv nets with optional spatial transformers.
+
+``create_model(name, **options)`` builds a registered network; ``list_models()``
+names them. Both networks follow Moodstocks' ``gtsrb.torch``:
+
+* ``lecun``: 2 conv blocks (5×5), fc, classifier; widths ``"108,200,100"``.
+* ``idsia``: 3 conv blocks (7×7, 4×4, 4×4), fc, classifier; widths
+  ``"150,200,300,350"``.
+
+A conv block is conv (padding 2) → ReLU → max-pool 2 → contrastive
+normalisation (Torch7-style, see normalization.py; switch off with
+``cnorm=False``). A spatial transformer may sit before conv block *i*
+(``transformers={i: "200,300,200"}``, i from 1). With ``multiscale=True``
+the last block's input, max-pooled to the block's output size, is
+concatenated with its output before the fc layer.
+
+``model(x)`` maps ``(B, 3, S, S)`` to logits ``(B, num_classes)``;
+``model(x, return_thetas=True)`` also returns ``{position: theta (B, 2, 3)}``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import StnError
+from .normalization import KERNELS, ContrastiveNorm
+from .transformer import SpatialTransformer
+
+NUM_CLASSES = 43
+PADDING = 2  # every conv of the original uses padding 2
+
+_REGISTRY: dict[str, Callable[..., "ConvNet"]] = {}
+
+
+def register_model(fn: Callable[..., "ConvNet"]) -> Callable[..., "ConvNet"]:
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, **options) -> "ConvNet":
+    """Build the registered network ``name`` with keyword ``options``."""
+    if name not in _REGISTRY:
+        raise StnError(f"unknown network {name!r}; valid: {', '.join(list_models())}")
+    return _REGISTRY[name](**options)
+
+
+def parse_widths(spec: str | tuple | list, count: int, what: str) -> tuple[int, ...]:
+    """``"150,200,300"`` -> ``(150, 200, 300)``, checking there are ``count`` positive integers."""
+    try:
+        widths = tuple(int(w) for w in (spec.split(",") if isinstance(spec, str) else spec))
+    except ValueError:
+        widths = ()
+    if len(widths) != count or min(widths) <= 0:
+        raise StnError(f"{what} must be {count} comma-separated positive integers, got {spec!r}")
+    return widths
+
+
+def conv_block(in_channels: int, out_channels: int, kernel: int, cnorm_kernel: str | None) -> nn.Sequential:
+    layers = [nn.Conv2d(in_channels, out_channels, kernel, padding=PADDING), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+    if cnorm_kernel:
+        layers.append(ContrastiveNorm(cnorm_kernel))
+    return nn.Sequential(*layers)
+
+
+class ConvNet(nn.Module):
+    """Conv blocks, each optionally preceded by a spatial transformer; fc; classifier.
+
+    Args:
+        convs: ``[(out_channels, kernel), ...]`` for the conv blocks.
+        fc_width: units of the hidden fully connected layer.
+        image_size: side of the square input images.
+        transformers: ``{block position (1-based): loc-net widths}``.
+        transform: transform family for all transformers, or ``{position: family}``.
+        multiscale: concatenate the last block's pooled input to its output.
+        cnorm: contrastive normalisation after each block; cnorm_kernel its kernel.
+    """
+
+    def __init__(self, convs: list[tuple[int, int]], fc_width: int, image_size: int = 32,
+                 num_classes: int = NUM_CLASSES, transformers: dict | None = None,
+                 transform: str | dict = "affine", multiscale: bool = False, cnorm: bool = True,
+                 cnorm_kernel: str = "uniform9", in_channels: int = 3):
+        super().__init__()
+        transformers = dict(transformers or {})
+        bad = sorted(set(transformers) - set(range(1, len(convs) + 1)))
+        if bad:
+            raise StnError(f"this network has transformer positions 1 to {len(convs)}, got {bad}")
+        if cnorm and cnorm_kernel not in KERNELS:
+            raise StnError(f"unknown cnorm kernel {cnorm_kernel!r}; valid: {', '.join(KERNELS)}")
+        self.image_size, self.multiscale, self.depth = image_size, multiscale, len(convs)
+        self.blocks = nn.ModuleList()
+        self.transformers = nn.ModuleDict()
+        probe = torch.zeros(1, in_channels, image_size, image_size)
+        with torch.no_grad():
+            for position, (width, kernel) in enumerate(convs, 1):
+                if position in transformers:
+                    family = transform.get(position, "affine") if isinstance(transform, dict) else transform
+                    widths = parse_widths(transformers[position], 3, f"loc-net widths at position {position}")
+                    self.transformers[str(position)] = SpatialTransformer(probe.shape[1], probe.shape[2],
+                                                                          widths, family)
+                self.blocks.append(conv_block(probe.shape[1], width, kernel, cnorm_kernel if cnorm else None))
+                probe = self._block(position, probe)
+                if min(probe.shape[2:]) < 1:
+                    raise StnError(f"image size {image_size} is too small for this network")
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(probe[0].numel(), fc_width), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(fc_width, num_classes)
+
+    def _block(self, position: int, x: torch.Tensor) -> torch.Tensor:
+        y = self.blocks[position - 1](x)
+        if self.multiscale and position == self.depth:
+            y = torch.cat([y, F.adaptive_max_pool2d(x, y.shape[2:])], dim=1)
+        return y
+
+    def forward(self, x: torch.Tensor, return_thetas: bool = False):
+        thetas = {}
+        for position in range(1, self.depth + 1):
+            if str(position) in self.transformers:
+                x, thetas[position] = self.transformers[str(position)](x)
+            x = self._block(position, x)
+        logits = self.classifier(self.fc(x))
+        return (logits, thetas) if return_thetas else logits
+
+    def localisation_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the localisation nets (for a separate learning rate)."""
+        return list(self.transformers.parameters())
+
+
+@register_model
+def lecun(cnn: str = "108,200,100", **options) -> ConvNet:
+    """LeCun-style net: 2 conv blocks (5×5), widths ``conv1,conv2,fc``."""
+    c1, c2, fc = parse_widths(cnn, 3, "--cnn for lecun")
+    return ConvNet([(c1, 5), (c2, 5)], fc, **options)
+
+
+@register_model
+def idsia(cnn: str = "150,200,300,350", **options) -> ConvNet:
+    """IDSIA-like net: 3 conv blocks (7×7, 4×4, 4×4), widths ``conv1,conv2,conv3,fc``."""
+    c1, c2, c3, fc = parse_widths(cnn, 4, "--cnn for idsia")
+    return ConvNet([(c1, 7), (c2, 4), (c3, 4)], fc, **options)
+
+
+DEFAULT_CNN = {"lecun": "108,200,100", "idsia": "150,200,300,350"}

@@ -1,0 +1,83 @@
+"""Every registered network × transformer position × family: forward and backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stn_gtsrb.errors import StnError
+from stn_gtsrb.models import create_model, list_models
+from stn_gtsrb.normalization import contrastive_normalize, make_kernel
+
+TINY = {"lecun": "4,6,8", "idsia": "4,6,8,10"}
+DEPTH = {"lecun": 2, "idsia": 3}
+CASES = [(name, position, transform)
+         for name in list_models()
+         for position in range(1, DEPTH[name] + 1)
+         for transform in ("affine", "rotation+scale+translation", "scale")]
+
+
+def test_registry_lists_both_networks():
+    assert list_models() == ["idsia", "lecun"]
+
+
+@pytest.mark.parametrize("name,position,transform", CASES)
+@pytest.mark.parametrize("multiscale", [False, True])
+def test_forward_backward_with_a_transformer(name, position, transform, multiscale):
+    torch.manual_seed(0)
+    model = create_model(name, cnn=TINY[name], transformers={position: "3,4,5"}, transform=transform,
+                         multiscale=multiscale, image_size=32)
+    x = torch.randn(3, 3, 32, 32)
+    logits, thetas = model(x, return_thetas=True)
+    assert logits.shape == (3, 43) and list(thetas) == [position]
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    head = model.transformers[str(position)].loc.head
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_no_transformer_and_no_cnorm(name):
+    model = create_model(name, cnn=TINY[name], cnorm=False, image_size=48)
+    assert model(torch.randn(2, 3, 48, 48)).shape == (2, 43)
+    assert not model.localisation_parameters()
+
+
+def test_all_transformers_at_once_on_idsia():
+    model = create_model("idsia", cnn=TINY["idsia"], transformers={1: "3,4,5", 2: "3,4,5", 3: "3,4,5"})
+    assert list(model(torch.randn(2, 3, 32, 32), return_thetas=True)[1]) == [1, 2, 3]
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(StnError, match="unknown network 'resnet'; valid: idsia, lecun"):
+        create_model("resnet")
+
+
+@pytest.mark.parametrize("cnn", ["108,200", "a,b,c", "108,0,100", "1,2,3,4"])
+def test_malformed_widths(cnn):
+    with pytest.raises(StnError, match="--cnn for lecun must be 3 comma-separated positive integers"):
+        create_model("lecun", cnn=cnn)
+
+
+def test_position_the_net_lacks():
+    with pytest.raises(StnError, match=r"transformer positions 1 to 2, got \[3\]"):
+        create_model("lecun", cnn=TINY["lecun"], transformers={3: "3,4,5"})
+
+
+def test_unknown_cnorm_kernel():
+    with pytest.raises(StnError, match="unknown cnorm kernel 'box'"):
+        create_model("lecun", cnn=TINY["lecun"], cnorm_kernel="box")
+
+
+def test_contrastive_norm_equals_torch7_definition_with_per_channel_convolution():
+    """The channel-mean shortcut equals convolving every channel and averaging (Torch7's way)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 12, 12)
+    kernel = make_kernel("gaussian7")
+    k = kernel / (kernel.sum() * 5)
+    weight = k.expand(1, 5, 7, 7)
+    coverage = torch.nn.functional.conv2d(torch.ones(1, 5, 12, 12), weight, padding=3)
+    mean = torch.nn.functional.conv2d(x, weight, padding=3) / coverage
+    centred = x - mean
+    std = (torch.nn.functional.conv2d(centred**2, weight, padding=3) / coverage).sqrt().clamp_min(1e-4)
+    assert torch.allclose(contrastive_normalize(x, kernel), centred / std, atol=1e-5)

@@ -1,0 +1,154 @@
+"""The trainer on small subsets: learning, resume after a kill, eval, script mode, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stn_gtsrb import TrainConfig, evaluate, train
+from stn_gtsrb.errors import StnError
+from stn_gtsrb.train import BEST, LAST, learning_rate, read_log
+
+TINY = dict(net="lecun", cnn="8,16,32", n=2000, epochs=2, optimizer="adam", lr=0.003)
+CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def cli_args(cfg: dict) -> list[str]:
+    args = []
+    for key, value in cfg.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [] if value is False else [flag, str(value)]
+    return args
+
+
+def test_short_training_learns_and_writes_the_run_directory(data_env, tmp_path):
+    result = train(TrainConfig(**TINY), tmp_path / "run", echo=quiet)
+    assert result["test_acc"] > 20  # chance is 2.3 %
+    log = read_log(tmp_path / "run")
+    assert [r["epoch"] for r in log] == [1, 2] and log[-1]["train_loss"] < log[0]["train_loss"]
+    assert {"train_acc", "test_acc", "lr", "seconds", "images_per_s"} <= set(log[0])
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == TrainConfig(**TINY).to_dict()
+    checkpoint = torch.load(tmp_path / "run" / LAST, weights_only=True)
+    assert checkpoint["epoch"] == 2 and set(checkpoint) >= {"model", "optimizer", "config", "step", "rng"}
+
+
+def test_eval_reproduces_the_logged_accuracy_exactly(data_env, tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "val": True, "st": True, "locnet": "4,4,4"})
+    train(cfg, tmp_path / "run", echo=quiet)
+    logged = read_log(tmp_path / "run")[-1]
+    for split in ("test", "val"):
+        result = evaluate(tmp_path / "run" / LAST, split)
+        assert result["accuracy"] == logged[f"{split}_acc"]
+    assert evaluate(tmp_path / "run", "test")["accuracy"] == torch.load(
+        tmp_path / "run" / BEST, weights_only=True)["metrics"]["test_acc"]
+
+
+def test_resume_after_a_kill_equals_the_uninterrupted_run(data_env, tmp_path):
+    cfg = {**TINY, "epochs": 3, "st": True, "locnet": "4,4,4", "optimizer": "sgd", "momentum": 0.9,
+           "lr": 0.01, "lr_decay": 1e-3}
+    train(TrainConfig(**cfg), tmp_path / "full", echo=quiet)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*CLI, "train", "-o", str(killed), *cli_args(cfg)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / LAST).exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(read_log(killed)) < 3, "the run finished before it could be killed"
+
+    result = run_cli("train", "-o", str(killed), "--resume", *cli_args(cfg))
+    assert result.returncode == 0, result.stderr
+    full = torch.load(tmp_path / "full" / LAST, weights_only=True)
+    resumed = torch.load(killed / LAST, weights_only=True)
+    assert all(torch.equal(full["model"][k], resumed["model"][k]) for k in full["model"])
+    assert [r["test_acc"] for r in read_log(killed)] == [r["test_acc"] for r in read_log(tmp_path / "full")]
+
+
+def test_script_mode_prints_the_test_accuracy_last(data_env, tmp_path):
+    result = run_cli("train", "-o", str(tmp_path / "run"), "--script", *cli_args({**TINY, "epochs": 1}))
+    assert result.returncode == 0, result.stderr
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert float(last_line) == pytest.approx(read_log(tmp_path / "run")[-1]["test_acc"], abs=1e-4)
+    again = run_cli("train", "-o", str(tmp_path / "run"), "--eval", "--script")
+    assert float(again.stdout.strip().splitlines()[-1]) == float(last_line)
+
+
+def test_finished_run_is_not_overwritten(data_env, tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "n": 500})
+    train(cfg, tmp_path / "run", echo=quiet)
+    before = (tmp_path / "run" / LAST).read_bytes()
+    with pytest.raises(StnError, match="already holds a run"):
+        train(cfg, tmp_path / "run", echo=quiet)
+    assert train(cfg, tmp_path / "run", resume=True, echo=quiet)["epochs"] == 1  # finished: nothing to do
+    assert (tmp_path / "run" / LAST).read_bytes() == before
+    with pytest.raises(StnError, match=r"belongs to another config \(differs in: lr\)"):
+        train(TrainConfig(**{**TINY, "epochs": 1, "n": 500, "lr": 0.1}), tmp_path / "run", resume=True, echo=quiet)
+    train(cfg, tmp_path / "run", overwrite=True, echo=quiet)
+    assert len(read_log(tmp_path / "run")) == 1
+
+
+def test_learning_rate_schedules():
+    base = TrainConfig(lr=0.1, epochs=4)
+    assert learning_rate(base, 10, 5) == 0.1
+    assert learning_rate(TrainConfig(lr=0.1, lr_decay=0.5), 2, 5) == pytest.approx(0.05)
+    step = TrainConfig(lr=0.1, schedule="step", step_epochs=2, gamma=0.1)
+    assert learning_rate(step, 9, 5) == pytest.approx(0.1) and learning_rate(step, 10, 5) == pytest.approx(0.01)
+    cosine = TrainConfig(lr=0.1, schedule="cosine", epochs=4)
+    assert learning_rate(cosine, 0, 5) == pytest.approx(0.1) and learning_rate(cosine, 10, 5) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "-1"], "--epochs must be positive, got -1"),
+    (["--cnn", "1,2"], "--cnn for lecun must be 3 comma-separated positive integers, got '1,2'"),
+    (["--locnet3", "4,4,4"], "--locnet3 needs a third conv block, which lecun lacks"),
+    (["--optimizer", "nesterov"], "--optimizer nesterov needs --momentum > 0"),
+    (["--optimizer", "lbfgs"], "--optimizer must be one of sgd, nesterov, adam, rmsprop, got 'lbfgs'"),
+    (["--net", "idsia", "--locnet2", "1,x,3"], "--locnet2 must be 3 comma-separated positive integers"),
+    (["--rot", "--st", "--locnet", "4,4"], "--locnet must be 3 comma-separated positive integers"),
+    (["--bf16", "--device", "cpu", "-n", "100", "--cnn", "2,2,2"], "--bf16 needs a CUDA device"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["-n", "50000"], "-n 50000 is larger than the training split (39209 images)"),
+])
+def test_bad_options_give_one_line_and_exit_2(data_env, tmp_path, args, message):
+    result = run_cli("train", "-o", str(tmp_path / "run"), *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"stn-gtsrb: error: {result.stderr.strip().split('error: ', 1)[1]}"
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_and_incompatible_checkpoints(data_env, tmp_path):
+    result = run_cli("eval", str(tmp_path / "nothing.pt"))
+    assert result.returncode == 2 and "checkpoint" in result.stderr and "not found" in result.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    result = run_cli("eval", str(junk))
+    assert result.returncode == 2 and f"{junk} is not a readable checkpoint" in result.stderr
+    torch.save({"format": 1, "config": {**TrainConfig().to_dict(), "cnn": "2,2,2"},
+                "model": {"weight": torch.zeros(1)}, "normalizer": {}, "epoch": 1, "metrics": {}}, junk)
+    result = run_cli("eval", str(junk))
+    assert result.returncode == 2 and "does not fit its network" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_no_data_prepared_says_how(tmp_path):
+    env = {**os.environ, "STN_GTSRB_DATA": str(tmp_path / "empty"), "STN_GTSRB_SOURCE": "http://127.0.0.1:9/"}
+    result = run_cli("train", "-o", str(tmp_path / "run"), "-n", "10", env=env)
+    assert result.returncode == 2 and "run 'stn-gtsrb data prepare'" in result.stderr
