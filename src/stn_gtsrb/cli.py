@@ -3,6 +3,8 @@
     stn-gtsrb data prepare|info|verify   fetch, check and cache the dataset
     stn-gtsrb train [options]            train a network (options: TrainConfig's fields)
     stn-gtsrb eval RUN_OR_CHECKPOINT     accuracy of a saved model on a split
+    stn-gtsrb plot|animate|report ...    pictures of what the transformers learn, training reports
+    stn-gtsrb bench GRID -o DIR          train and score every cell of a grid (table DIR: redo the table)
 
 Every user error (StnError) prints one line ``stn-gtsrb: error: ...`` and
 exits with code 2.
@@ -13,13 +15,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
-import torch
-
-from . import __version__
-from .archives import ARCHIVES, default_data_dir, default_source, fetch_archives
+from . import __version__, visualize
+from .archives import (ARCHIVES, DATA_DIR_ENV, SOURCE_ENV, default_data_dir, default_source, expected_hashes,
+                       fetch_archives)
+from .bench import bench, write_table
 from .config import TrainConfig
 from .data import NUM_CLASSES, cache_path, load_tensors, prepare, select_split
 from .errors import StnError
@@ -31,10 +34,10 @@ SHORT_FLAGS = {"n": ("-n",), "epochs": ("-e",), "batch_size": ("-b",), "seed": (
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help=f"where downloads and caches go (default: ${'STN_GTSRB_DATA'} or {default_data_dir()})")
+                        help=f"where downloads and caches go (default: ${DATA_DIR_ENV} or the user cache dir)")
     parser.add_argument("--source", default=None,
-                        help="base URL or local folder holding the three archives "
-                             "(default: $STN_GTSRB_SOURCE or the official URL)")
+                        help=f"base URL or local folder holding the three archives "
+                             f"(default: ${SOURCE_ENV} or the official URL)")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     tr.add_argument("--download", action="store_true", help="download the archives if they are missing")
+    tr.add_argument("--record-st", type=int, default=0, metavar="K",
+                    help="every K steps of epoch 1, draw fixed images through the transformers "
+                         "(run dir: st_frames/*.png, st_epoch1.gif)")
     _add_data_options(tr)
     _add_config_options(tr)
 
@@ -86,6 +92,52 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_data_options(ev)
+
+    pl = commands.add_parser("plot", help="input images with the transformers' sampled regions and outputs")
+    pl.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
+    pl.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    pl.add_argument("--split", default="test", help="train, val or test (default: test)")
+    pl.add_argument("--count", type=int, default=8, help="number of random images (default: 8)")
+    pl.add_argument("--indices", type=lambda text: [int(i) for i in text.split(",")], default=None,
+                    help="comma-separated image indices instead of random ones")
+    pl.add_argument("--seed", type=int, default=0, help="seed for the random images (default: 0)")
+    pl.add_argument("--scale", type=int, default=4, help="enlargement factor (default: 4)")
+    _add_data_options(pl)
+
+    an = commands.add_parser("animate", help="GIF of the transformers along the 30 frames of one sign's track")
+    an.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
+    an.add_argument("-o", "--output", type=Path, required=True, help="GIF file to write")
+    which = an.add_mutually_exclusive_group(required=True)
+    which.add_argument("--track", type=int, help="global training track id (0 to 1306)")
+    which.add_argument("--class", dest="class_id", type=int,
+                       help="class id: its validation track (runs with --val) or its first track")
+    an.add_argument("--scale", type=int, default=4, help="enlargement factor (default: 4)")
+    an.add_argument("--frame-ms", type=int, default=150, help="milliseconds per frame (default: 150)")
+    _add_data_options(an)
+
+    rp = commands.add_parser("report", help="training curves and confusion matrix of a run, as PNG")
+    rp.add_argument("run", type=Path, help="a run directory")
+    rp.add_argument("-o", "--output", type=Path, default=None, help="directory for the PNGs (default: the run)")
+    rp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_data_options(rp)
+
+    be = commands.add_parser("bench", help="train and score every cell of a grid of options",
+                             usage="stn-gtsrb bench GRID -o DIR [options]  |  stn-gtsrb bench table DIR")
+    be.add_argument("target", nargs="+", metavar="GRID | table DIR",
+                    help="a grid file (TOML) to run, or 'table DIR' to rebuild DIR/results.md")
+    be.add_argument("-o", "--output", type=Path, help="output directory (with GRID)")
+    be.add_argument("--engine", default="local", help="local (default) or ray")
+    be.add_argument("--workers", type=int, default=1, help="local engine: cells run side by side")
+    be.add_argument("--repeats", type=int, default=None, help="seeds per cell (overrides the grid file)")
+    be.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    be.add_argument("--extend", action="store_true", help="add this grid to a directory holding another's")
+    be.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    be.add_argument("--address", default=None, help="ray engine: cluster address (default: start a local Ray)")
+    be.add_argument("--cpus-per-trial", type=int, default=1, help="ray engine: CPUs (and threads) per cell")
+    be.add_argument("--storage", default=None, help="ray engine: Tune storage path (default: DIR/ray)")
+    be.add_argument("--sort", default="test", help="table order: test, val, time or none")
+    be.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_data_options(be)
     return parser
 
 
@@ -104,12 +156,9 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"cache ready: {path}")
         return
     official = load_tensors(args.size, args.data_dir, args.source)
-    info = {"source": args.source or default_source(),
-            "cache": str(cache_path(args.data_dir or default_data_dir(), args.size)),
-            "image_size": args.size,
-            "archives": torch.load(cache_path(args.data_dir or default_data_dir(), args.size),
-                                   weights_only=True)["key"]["archives"]}
-    print(json.dumps(info, indent=2))
+    data_dir, source = args.data_dir or default_data_dir(), args.source or default_source()
+    print(json.dumps({"source": source, "cache": str(cache_path(data_dir, args.size)), "image_size": args.size,
+                      "archives": expected_hashes(source, data_dir)}, indent=2))
     splits = {name: select_split(official, name) for name in ("train", "val", "train_without_val", "test")}
     print("split               images  tracks")
     for name, split in splits.items():
@@ -129,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _config_from_args(args)
     result = train(cfg, args.output, device=args.device, resume=args.resume, overwrite=args.overwrite,
                    data_dir=args.data_dir, source=args.source, download=args.download, bf16=args.bf16,
-                   progress=None if not args.script else False)
+                   progress=None if not args.script else False, record_st=args.record_st)
     print(f"final test accuracy: {result['test_acc']:.2f}% (run in {args.output})")
     if args.script:
         print(f"{result['test_acc']:.4f}")
@@ -144,9 +193,52 @@ def cmd_eval(args: argparse.Namespace) -> None:
               f"epoch {result['epoch']}")
 
 
+def _print_err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _check_scale(scale: int) -> None:
+    if scale < 1:
+        raise StnError(f"--scale must be at least 1, got {scale}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    _check_scale(args.scale)
+    picture = visualize.plot_checkpoint(args.checkpoint, args.count, args.split, args.indices, args.seed,
+                                        args.scale, args.data_dir, args.source, echo=_print_err)
+    print(f"wrote {visualize.save_png(picture, args.output)} ({picture.width}x{picture.height})")
+
+
+def cmd_animate(args: argparse.Namespace) -> None:
+    _check_scale(args.scale)
+    frames = visualize.track_animation(args.checkpoint, args.class_id, args.track, args.scale, args.data_dir,
+                                       args.source, echo=_print_err)
+    print(f"wrote {visualize.save_gif(frames, args.output, args.frame_ms)} ({len(frames)} frames)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    for path in visualize.report(args.run, args.output, args.data_dir, args.source, args.device):
+        print(f"wrote {path}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    if args.target[0] == "table":
+        if len(args.target) != 2:
+            raise StnError("usage: stn-gtsrb bench table DIR")
+        print(f"table: {write_table(Path(args.target[1]), args.sort)}")
+        return
+    if len(args.target) != 1 or args.output is None:
+        raise StnError("usage: stn-gtsrb bench GRID -o DIR")
+    bench(args.target[0], args.output, engine=args.engine, workers=args.workers, repeats=args.repeats,
+          dry_run=args.dry_run, extend=args.extend, retry_failed=args.retry_failed, address=args.address,
+          cpus_per_trial=args.cpus_per_trial, storage=args.storage, sort=args.sort, data_dir=args.data_dir,
+          source=args.source, device=args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval}
+    handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
+                "plot": cmd_plot, "animate": cmd_animate, "report": cmd_report}
     try:
         handlers[args.command](args)
     except StnError as error:
@@ -155,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stn-gtsrb: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

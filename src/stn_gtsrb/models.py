@@ -118,13 +118,18 @@ class ConvNet(nn.Module):
             y = torch.cat([y, F.adaptive_max_pool2d(x, y.shape[2:])], dim=1)
         return y
 
-    def forward(self, x: torch.Tensor, return_thetas: bool = False):
-        thetas = {}
+    def trace(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
+        """Logits, and per transformer position its theta ``(B, 2, 3)`` and output map."""
+        thetas, warped = {}, {}
         for position in range(1, self.depth + 1):
             if str(position) in self.transformers:
                 x, thetas[position] = self.transformers[str(position)](x)
+                warped[position] = x
             x = self._block(position, x)
-        logits = self.classifier(self.fc(x))
+        return self.classifier(self.fc(x)), thetas, warped
+
+    def forward(self, x: torch.Tensor, return_thetas: bool = False):
+        logits, thetas, _ = self.trace(x)
         return (logits, thetas) if return_thetas else logits
 
     def localisation_parameters(self) -> list[nn.Parameter]:

@@ -164,8 +164,11 @@ def accuracy(model: ConvNet, images: torch.Tensor, labels: torch.Tensor, bf16: b
 
 
 def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, step: int,
-                bf16: bool = False, progress: bool = False) -> tuple[float, float, int]:
-    """One pass over the data in a permutation seeded by (seed, epoch); returns (loss, acc %, step)."""
+                bf16: bool = False, progress: bool = False, on_step=None) -> tuple[float, float, int]:
+    """One pass over the data in a permutation seeded by (seed, epoch); returns (loss, acc %, step).
+
+    ``on_step(done, total)``, if given, is called before the first step and after every step.
+    """
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
     order = order.to(images.device)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
@@ -174,7 +177,9 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
     model.train()
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress,
                unit="batch")
-    for start in range(0, len(labels), cfg.batch_size):
+    if on_step:
+        on_step(0, steps_per_epoch)
+    for done, start in enumerate(range(0, len(labels), cfg.batch_size), 1):
         lr = learning_rate(cfg, step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
@@ -190,6 +195,8 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
         correct += (logits.argmax(1) == y).sum()
         step += 1
         bar.update()
+        if on_step:
+            on_step(done, steps_per_epoch)
     bar.close()
     return loss_sum.item() / len(labels), 100.0 * correct.item() / len(labels), step
 
@@ -255,9 +262,15 @@ def _open_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) ->
 
 def train(cfg: TrainConfig, output: Path | str, *, device: str = "auto", resume: bool = False,
           overwrite: bool = False, data_dir=None, source=None, download: bool = False, bf16: bool = False,
-          progress: bool | None = None, echo: Callable[[str], None] = print) -> dict:
-    """Train ``cfg`` in run directory ``output``; return the result record (also in result.json)."""
+          progress: bool | None = None, record_st: int = 0, echo: Callable[[str], None] = print) -> dict:
+    """Train ``cfg`` in run directory ``output``; return the result record (also in result.json).
+
+    ``record_st=k`` draws fixed training images through the transformers every k steps of
+    epoch 1, into ``st_frames/*.png`` and ``st_epoch1.gif`` (see visualize.TrainingRecorder).
+    """
     cfg.validate()
+    if record_st < 0:
+        raise StnError(f"--record-st must be a positive number of steps, got {record_st}")
     run_dir = Path(output)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -269,12 +282,25 @@ def train(cfg: TrainConfig, output: Path | str, *, device: str = "auto", resume:
         raise StnError(f"cannot use run directory {run_dir}: {error}") from None
     try:
         return _train_locked(cfg, run_dir, resolve_device(device), resume, overwrite, data_dir, source,
-                             download, bf16, sys.stderr.isatty() if progress is None else progress, echo)
+                             download, bf16, sys.stderr.isatty() if progress is None else progress, record_st,
+                             echo)
     finally:
         lock.release()
 
 
-def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, download, bf16, progress, echo):
+def _recorder(cfg: TrainConfig, model: ConvNet, normalizer: Normalizer, every: int, run_dir: Path, data_dir, source):
+    from .visualize import RECORDED_IMAGES, TrainingRecorder
+
+    train = training_split(cfg, load_tensors(cfg.image_size, data_dir, source))
+    chosen = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[
+        :RECORDED_IMAGES])
+    device = next(model.parameters()).device
+    return TrainingRecorder(model, chosen.images.to(device), chosen.labels, normalizer, every,
+                            run_dir / "st_frames", run_dir / "st_epoch1.gif")
+
+
+def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, download, bf16, progress, record_st,
+                  echo):
     if bf16 and device.type != "cuda":
         raise StnError("--bf16 needs a CUDA device")
     checkpoint = _open_run(cfg, run_dir, resume, overwrite)
@@ -298,6 +324,9 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     log = [record for record in log if record["epoch"] < first_epoch]  # drop epochs not checkpointed
     write_text_atomic(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
 
+    recorder = None
+    if record_st and first_epoch == 1:
+        recorder = _recorder(cfg, model, data.normalizer, record_st, run_dir, data_dir, source)
     train_x, train_y = data.splits["train"]
     select_on = "val_acc" if cfg.val else "test_acc"
     echo(f"{cfg.net} {cfg.widths}, {count_parameters(model):,} parameters, {len(train_y):,} training images, "
@@ -306,7 +335,10 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     for epoch in range(first_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = learning_rate(cfg, step, math.ceil(len(train_y) / cfg.batch_size))
-        loss, train_acc, step = train_epoch(model, optimizer, cfg, train_x, train_y, epoch, step, bf16, progress)
+        loss, train_acc, step = train_epoch(model, optimizer, cfg, train_x, train_y, epoch, step, bf16, progress,
+                                            on_step=recorder if epoch == 1 else None)
+        if recorder is not None and epoch == 1:
+            echo(f"transformer animation of epoch 1: {recorder.finish()}")
         train_seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "train_loss": loss, "train_acc": train_acc}
         for name in ("val", "test"):

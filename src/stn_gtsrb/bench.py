@@ -1,0 +1,359 @@
+"""Mass benchmarking: a grid of training options, every combination trained and scored.
+
+A grid file (TOML) names base options and, for any option, a list of values;
+the cells are the cartesian product, each run with ``repeats`` seeds::
+
+    repeats = 2                       # optional (or --repeats)
+    [base]                            # options shared by every cell
+    net = "idsia"
+    epochs = 14
+    [grid]                            # option -> list of values
+    cnn = ["150,200,300,350", "100,150,250,300"]
+    st = [false, true]
+
+Option names are exactly those of ``stn-gtsrb train`` (TrainConfig's fields,
+with ``-`` or ``_``). Every cell is validated before anything runs.
+
+An output directory holds::
+
+    grid.json       the grid it belongs to (another grid is refused unless extend=True)
+    runs/<id>/      one run directory per cell and seed; id = hash of the resolved config
+    results.jsonl   one record per finished run (config, seed, accuracies, seconds, status, ...)
+    results.md      the table: the options that vary, test accuracy mean ± std over seeds, ...
+
+Cells run as ``stn-gtsrb train --script --resume`` subprocesses, so a rerun
+skips recorded cells and resumes interrupted ones, and a crashing cell is
+recorded with its error while the sweep goes on. Engines: ``local`` (one cell
+after another, or ``workers`` side by side with the CPU threads split between
+them) and ``ray`` (Ray Tune, on a local or existing cluster). Both write the
+same records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import TrainConfig
+from .errors import StnError
+from .train import RESULT_FILE, write_text_atomic
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+GRID_FILE, RECORDS_FILE, TABLE_FILE = "grid.json", "results.jsonl", "results.md"
+SORT_KEYS = ("test", "val", "time", "none")
+
+
+# ---------------------------------------------------------------- grid
+
+@dataclass
+class Grid:
+    """Base options, the options that vary (name -> values), and seeds per cell."""
+
+    base: dict
+    axes: dict
+    repeats: int = 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _option_name(key: str, where: str) -> str:
+    name = key.replace("-", "_")
+    valid = [f.name for f in dataclasses.fields(TrainConfig)]
+    if name not in valid:
+        raise StnError(f"{where}: unknown option {key!r}; valid: {', '.join(valid)}")
+    return name
+
+
+def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
+    """Read and check a grid file; ``repeats`` overrides the file's."""
+    path = Path(path)
+    try:
+        content = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StnError(f"grid file {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise StnError(f"{path} is not valid TOML: {error}") from None
+    unknown = sorted(set(content) - {"base", "grid", "repeats"})
+    if unknown:
+        raise StnError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; valid: repeats, [base], [grid]")
+    base = {_option_name(k, f"{path} [base]"): v for k, v in content.get("base", {}).items()}
+    axes = {}
+    for key, values in content.get("grid", {}).items():
+        name = _option_name(key, f"{path} [grid]")
+        if not isinstance(values, list) or not values:
+            raise StnError(f"{path} [grid]: {key} must be a non-empty list of values, got {values!r}")
+        axes[name] = values
+    repeats = content.get("repeats", 1) if repeats is None else repeats
+    if not isinstance(repeats, int) or repeats < 1:
+        raise StnError(f"repeats must be a positive integer, got {repeats!r}")
+    grid = Grid(base, axes, repeats)
+    expand(grid)  # validates every cell now, before anything runs
+    return grid
+
+
+def expand(grid: Grid) -> list[TrainConfig]:
+    """Every cell × seed as a validated TrainConfig (seeds: base seed, +1, ...)."""
+    configs = []
+    for values in itertools.product(*grid.axes.values()):
+        options = {**grid.base, **dict(zip(grid.axes, values))}
+        cfg = TrainConfig.from_dict(options)
+        try:
+            cfg.validate()
+        except StnError as error:
+            raise StnError(f"cell {describe(options, grid.axes)}: {error}") from None
+        configs += [dataclasses.replace(cfg, seed=cfg.seed + r) for r in range(grid.repeats)]
+    return configs
+
+
+def describe(options: dict, keys) -> str:
+    return " ".join(f"{k}={json.dumps(options[k])}" for k in keys) or "(base)"
+
+
+def run_id(cfg: TrainConfig) -> str:
+    return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- records
+
+_records_lock = threading.Lock()
+
+
+def read_records(out_dir: Path) -> list[dict]:
+    """The records in results.jsonl; a torn last line (a killed write) is skipped."""
+    path = Path(out_dir) / RECORDS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_record(out_dir: Path, record: dict) -> None:
+    """Append one record as a line of results.jsonl, durably."""
+    path = Path(out_dir) / RECORDS_FILE
+    with _records_lock, open(path, "ab+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size:
+            file.seek(size - 1)
+            if file.read(1) != b"\n":
+                file.write(b"\n")  # end a torn line so the new record stands on its own
+        file.write((json.dumps(record) + "\n").encode())
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def config_args(cfg: TrainConfig) -> list[str]:
+    """The ``stn-gtsrb train`` options that reproduce ``cfg``."""
+    args = []
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args += [flag] if value else []
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, source=None, device="auto") -> dict:
+    """Train one cell in a ``stn-gtsrb train --script --resume`` subprocess; return its record."""
+    command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--script", "--resume",
+               "--device", device, *config_args(cfg)]
+    command += ["--data-dir", str(data_dir)] if data_dir else []
+    command += ["--source", str(source)] if source else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    started = time.perf_counter()
+    process = subprocess.run(command, capture_output=True, text=True, env=env)
+    record = {"id": run_id(cfg), "config": cfg.to_dict(), "seed": cfg.seed, "run_dir": str(run_dir)}
+    if process.returncode != 0:
+        lines = (process.stderr.strip() or process.stdout.strip() or f"exit code {process.returncode}").splitlines()
+        return {**record, "status": "failed", "error": lines[-1], "seconds": time.perf_counter() - started}
+    result = json.loads((Path(run_dir) / RESULT_FILE).read_text())
+    return {**record, "status": "ok", "test_acc": float(process.stdout.strip().splitlines()[-1]),
+            "val_acc": result["val_acc"], "epochs": result["epochs"], "seconds": result["seconds"],
+            "parameters": result["parameters"]}
+
+
+# ---------------------------------------------------------------- engines
+
+def _report(bar, cfg: TrainConfig, record: dict, axes) -> None:
+    outcome = (f"{record['test_acc']:.2f}% in {record['seconds']:.0f}s" if record["status"] == "ok"
+               else f"FAILED: {record['error']}")
+    bar.write(f"[{record['id']}] {describe(cfg.to_dict(), [*axes, 'seed'])}: {outcome}")
+    bar.update()
+
+
+def run_local(todo: list[TrainConfig], out_dir: Path, axes, workers: int = 1, **cell_options) -> None:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
+        def one(cfg: TrainConfig) -> None:
+            record = run_cell(cfg, out_dir / "runs" / run_id(cfg), threads, **cell_options)
+            append_record(out_dir, record)
+            _report(bar, cfg, record, axes)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, todo))
+
+
+def _ray_trial(config: dict, out_dir: str, threads: int, cell_options: dict) -> None:
+    from ray import tune
+
+    cfg = TrainConfig.from_dict(config["cell"])
+    record = run_cell(cfg, Path(out_dir) / "runs" / run_id(cfg), threads, **cell_options)
+    tune.report({"record": json.dumps(record)})
+
+
+def run_ray(todo: list[TrainConfig], out_dir: Path, axes, grid: Grid, address: str | None = None,
+            cpus_per_trial: int = 1, storage: str | None = None, **cell_options) -> None:
+    """Run the cells as Ray Tune trials; restores the experiment if a previous sweep was interrupted."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise StnError("the ray engine needs Ray Tune: pip install 'stn-gtsrb[ray]'") from None
+    from functools import partial
+
+    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    storage = str(Path(storage or out_dir / "ray").resolve()) if "://" not in str(storage or "") else storage
+    name = "stn-gtsrb-" + hashlib.sha256(json.dumps(grid.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    trainable = tune.with_resources(
+        partial(_ray_trial, out_dir=str(out_dir.resolve()), threads=cpus_per_trial, cell_options=cell_options),
+        {"cpu": cpus_per_trial})
+    experiment = f"{storage.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space={"cell": tune.grid_search([c.to_dict() for c in todo])},
+                           run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
+    results = tuner.fit()
+    recorded = {r["id"] for r in read_records(out_dir)}
+    with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
+        for result in results:
+            if result.error is not None or "record" not in (result.metrics or {}):
+                bar.write(f"ray trial failed: {result.error}")
+                continue
+            record = json.loads(result.metrics["record"])
+            if record["id"] not in recorded:
+                append_record(out_dir, record)
+                recorded.add(record["id"])
+                _report(bar, TrainConfig.from_dict(record["config"]), record, axes)
+
+
+# ---------------------------------------------------------------- table
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def format_table(records: list[dict], sort: str = "test") -> str:
+    """Markdown: one row per cell (seeds pooled), columns for the options that vary."""
+    if sort not in SORT_KEYS:
+        raise StnError(f"unknown sort key {sort!r}; valid: {', '.join(SORT_KEYS)}")
+    latest = {r["id"]: r for r in records}.values()
+    cells: dict[str, list[dict]] = {}
+    for record in latest:
+        key = json.dumps({k: v for k, v in record["config"].items() if k != "seed"}, sort_keys=True)
+        cells.setdefault(key, []).append(record)
+    configs = [json.loads(key) for key in cells]
+    varying = [k for k in (configs[0] if configs else {}) if len({json.dumps(c[k]) for c in configs}) > 1]
+    rows = []
+    for config, runs in zip(configs, cells.values()):
+        ok = [r for r in runs if r["status"] == "ok"]
+        test = [r["test_acc"] for r in ok]
+        val = [r["val_acc"] for r in ok if r.get("val_acc") is not None]
+        failed = [r["error"] for r in runs if r["status"] != "ok"]
+        rows.append({"options": [str(config[k]) for k in varying], "test": test, "val": val,
+                     "cells": [_mean_std(test) + (f" ({len(failed)} failed)" if failed else ""), _mean_std(val),
+                               str(config["epochs"]),
+                               f"{statistics.mean(r['seconds'] for r in ok):.0f}" if ok else "-",
+                               f"{ok[0]['parameters']:,}" if ok else "-", str(len(runs))],
+                     "time": statistics.mean(r["seconds"] for r in ok) if ok else float("inf")})
+    if sort in ("test", "val"):
+        rows.sort(key=lambda row: -statistics.mean(row[sort]) if row[sort] else float("inf"))
+    elif sort == "time":
+        rows.sort(key=lambda row: row["time"])
+    header = [*varying, "test acc (%)", "val acc (%)", "epochs", "time (s)", "parameters", "runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row["options"] + row["cells"]) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(out_dir: Path, sort: str = "test") -> Path:
+    out_dir = Path(out_dir)
+    if not (out_dir / RECORDS_FILE).exists():
+        raise StnError(f"{out_dir / RECORDS_FILE} not found: nothing to tabulate")
+    path = out_dir / TABLE_FILE
+    write_text_atomic(path, format_table(read_records(out_dir), sort))
+    return path
+
+
+# ---------------------------------------------------------------- entry point
+
+def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StnError(f"cannot create output directory {out_dir}: {error}") from None
+    grid_file = out_dir / GRID_FILE
+    if grid_file.exists() and not extend and json.loads(grid_file.read_text()) != grid.to_dict():
+        raise StnError(f"{out_dir} holds the results of another grid; use --extend to add this one to it")
+    if not grid_file.exists() or extend:
+        write_text_atomic(grid_file, json.dumps(grid.to_dict(), indent=2) + "\n")
+
+
+def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", workers: int = 1,
+          repeats: int | None = None, dry_run: bool = False, extend: bool = False, retry_failed: bool = False,
+          address: str | None = None, cpus_per_trial: int = 1, storage: str | None = None, sort: str = "test",
+          data_dir=None, source=None, device: str = "auto", echo=print) -> list[dict]:
+    """Run every cell of the grid not yet recorded in ``out_dir``; return all records."""
+    if engine not in ("local", "ray"):
+        raise StnError(f"unknown engine {engine!r}; valid: local, ray")
+    if workers < 1 or cpus_per_trial < 1:
+        raise StnError("--workers and --cpus-per-trial must be at least 1")
+    grid, out_dir = load_grid(grid_path, repeats), Path(out_dir)
+    configs = expand(grid)
+    done = {r["id"] for r in read_records(out_dir) if r["status"] == "ok" or not retry_failed}
+    todo = [cfg for cfg in configs if run_id(cfg) not in done]
+    if dry_run:
+        for cfg in configs:
+            state = "done" if run_id(cfg) in done else "todo"
+            echo(f"{state}  {run_id(cfg)}  {describe(cfg.to_dict(), [*grid.axes, 'seed'])}")
+        echo(f"{len(configs)} runs, {len(todo)} to do")
+        return read_records(out_dir)
+    _claim_directory(out_dir, grid, extend)
+    echo(f"{len(configs)} runs ({len(configs) // grid.repeats} cells × {grid.repeats} seeds), "
+         f"{len(configs) - len(todo)} already recorded, {len(todo)} to run with the {engine} engine")
+    cell_options = dict(data_dir=data_dir, source=source, device=device)
+    if todo and engine == "local":
+        run_local(todo, out_dir, grid.axes, workers, **cell_options)
+    elif todo:
+        run_ray(todo, out_dir, grid.axes, grid, address, cpus_per_trial, storage, **cell_options)
+    if (out_dir / RECORDS_FILE).exists():
+        echo(f"table: {write_table(out_dir, sort)}")
+    return read_records(out_dir)

@@ -1,0 +1,358 @@
+"""Seeing what the transformers learn: sampled regions, animations, run reports.
+
+Coordinates. A transformer's ``theta`` maps normalised output coordinates to
+normalised input coordinates (see transformer.py, ``align_corners=False``).
+The *sampled region* is the image of the output's four corners, returned here
+in the input's pixel coordinates: origin at the top-left edge of the image, x
+to the right, y down, the image spanning ``[0, size]``. Corners are ordered
+top-left, top-right, bottom-right, bottom-left.
+
+A transformer deeper in the network warps a feature map whose normalised frame
+is (up to padding effects) the frame of the previous transformer's output, so
+its region on the input image is found by composing the matrices:
+``theta_1 ∘ theta_2 ∘ ... ∘ theta_p``. Each picture shows, for every
+transformer, the input image resampled by that composed matrix: the region of
+the input that transformer looks at.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .classes import CLASS_NAMES
+from .data import Normalizer
+from .errors import StnError
+from .models import ConvNet
+from .transformer import warp
+
+DOT_COLOURS = ((255, 255, 255), (255, 220, 0), (0, 220, 255), (255, 80, 255))  # one per transformer
+OUTPUT_CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+MARGIN, CAPTION_HEIGHT = 4, 14  # pixels around panels; height of a caption line
+RECORDED_IMAGES = 6  # images drawn by the training recorder
+
+
+# ---------------------------------------------------------------- geometry
+
+def homogeneous(theta: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, 3)`` -> ``(B, 3, 3)`` with last row ``[0, 0, 1]``."""
+    bottom = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
+    return torch.cat([theta, bottom], dim=1)
+
+
+def compose(*thetas: torch.Tensor) -> torch.Tensor:
+    """``theta_1 ∘ theta_2 ∘ ...``: map the last transformer's output frame to the first one's input."""
+    matrix = homogeneous(thetas[0])
+    for theta in thetas[1:]:
+        matrix = matrix @ homogeneous(theta)
+    return matrix[:, :2]
+
+
+def corners(theta: torch.Tensor, size: float) -> torch.Tensor:
+    """The sampled region's four corners, ``(B, 4, 2)`` (x, y) in input pixels (see module docstring)."""
+    points = OUTPUT_CORNERS.to(theta) @ theta[:, :, :2].transpose(1, 2) + theta[:, None, :, 2]
+    return (points + 1) * size / 2
+
+
+def image_regions(thetas: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Per transformer position, the composed theta that maps its output frame onto the input image."""
+    composed, chain = {}, []
+    for position in sorted(thetas):
+        chain.append(thetas[position])
+        composed[position] = compose(*chain)
+    return composed
+
+
+# ---------------------------------------------------------------- pictures
+
+@torch.no_grad()
+def transformer_views(model: ConvNet, images: torch.Tensor, normalizer: Normalizer):
+    """Run uint8 ``images`` ``(B, 3, S, S)`` through the model: (predicted ids, {position: composed theta})."""
+    model.eval()
+    logits, thetas, _ = model.trace(normalizer(images))
+    return logits.argmax(1), image_regions(thetas)
+
+
+def enlarge(image: torch.Tensor, scale: int) -> Image.Image:
+    """uint8 or 0..1 float ``(3, H, W)`` -> an RGB PIL image enlarged ``scale`` times (nearest)."""
+    if image.dtype != torch.uint8:
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    picture = Image.fromarray(image.permute(1, 2, 0).cpu().numpy(), "RGB")
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+
+
+def draw_dots(picture: Image.Image, points: torch.Tensor, scale: int, colour) -> None:
+    """Draw the 4 corner ``points`` (input pixels) as dots on the enlarged ``picture``."""
+    draw, radius = ImageDraw.Draw(picture), max(2, scale - 1)
+    for x, y in (points * scale).tolist():
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
+
+
+def _font():
+    try:
+        return ImageFont.load_default(size=11)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def panel_row(image: torch.Tensor, regions: dict[int, torch.Tensor], scale: int, caption: str) -> Image.Image:
+    """One row: the input with each transformer's corner dots, then each transformer's view of the input.
+
+    image: uint8 ``(3, S, S)``; regions: {position: composed theta ``(2, 3)``}.
+    """
+    size = image.shape[-1]
+    source = enlarge(image, scale)
+    views = []
+    for index, (position, theta) in enumerate(sorted(regions.items())):
+        draw_dots(source, corners(theta[None], size)[0], scale, DOT_COLOURS[index % len(DOT_COLOURS)])
+        views.append(enlarge(warp(image[None].float() / 255, theta[None])[0], scale))
+    panels = [source, *views]
+    side = size * scale
+    row = Image.new("RGB", (MARGIN + len(panels) * (side + MARGIN), CAPTION_HEIGHT + side + MARGIN), (30, 30, 30))
+    for i, panel in enumerate(panels):
+        row.paste(panel, (MARGIN + i * (side + MARGIN), CAPTION_HEIGHT))
+    ImageDraw.Draw(row).text((MARGIN, 1), caption, fill=(235, 235, 235), font=_font())
+    return row
+
+
+def stack(rows: list[Image.Image], title: str | None = None) -> Image.Image:
+    """Rows one under the other, with an optional title line on top."""
+    top = CAPTION_HEIGHT if title else 0
+    sheet = Image.new("RGB", (max(r.width for r in rows), top + sum(r.height for r in rows)), (30, 30, 30))
+    if title:
+        ImageDraw.Draw(sheet).text((MARGIN, 1), title, fill=(255, 255, 255), font=_font())
+    y = top
+    for row in rows:
+        sheet.paste(row, (0, y))
+        y += row.height
+    return sheet
+
+
+def class_caption(label: int, predicted: int | None = None) -> str:
+    text = f"{label}: {CLASS_NAMES[label]}"
+    if predicted is not None and predicted != label:
+        text += f"  (predicted {predicted}: {CLASS_NAMES[predicted]})"
+    return text
+
+
+def plot_transforms(model: ConvNet, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer,
+                    scale: int = 4, title: str | None = None, captions: list[str] | None = None) -> Image.Image:
+    """A grid: per image, the input with corner dots and each transformer's view (PIL image)."""
+    predicted, regions = transformer_views(model, images, normalizer)
+    rows = []
+    for i in range(len(images)):
+        caption = captions[i] if captions else class_caption(int(labels[i]), int(predicted[i]))
+        rows.append(panel_row(images[i], {p: theta[i] for p, theta in regions.items()}, scale, caption))
+    return stack(rows, title)
+
+
+# ---------------------------------------------------------------- files
+
+def _save_atomic(path: Path, write) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        os.close(handle)
+    except OSError as error:
+        raise StnError(f"cannot write {path}: {error}") from None
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        raise StnError(f"cannot write {path}: {error}") from None
+    return path
+
+
+def save_png(picture: Image.Image, path: Path | str) -> Path:
+    return _save_atomic(path, lambda temp: picture.save(temp, format="PNG"))
+
+
+def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 120) -> Path:
+    """An endlessly looping GIF of ``frames`` (all padded to the largest size)."""
+    width, height = max(f.width for f in frames), max(f.height for f in frames)
+    padded = []
+    for frame in frames:
+        canvas = Image.new("RGB", (width, height), (30, 30, 30))
+        canvas.paste(frame, (0, 0))
+        padded.append(canvas)
+    return _save_atomic(path, lambda temp: padded[0].save(temp, format="GIF", save_all=True,
+                                                          append_images=padded[1:], duration=frame_ms, loop=0))
+
+
+# ---------------------------------------------------------------- from checkpoints
+
+def load_for_display(path: Path | str, device: str = "cpu"):
+    """(model in eval mode, config, normaliser) from a checkpoint or a run directory's best.pt."""
+    from .train import load_checkpoint, model_from_checkpoint, resolve_device
+
+    checkpoint = load_checkpoint(path)
+    model, cfg = model_from_checkpoint(checkpoint, str(path))
+    return model.to(resolve_device(device)).eval(), cfg, Normalizer.from_state_dict(checkpoint["normalizer"])
+
+
+def _split_tensors(cfg, split: str, data_dir=None, source=None):
+    from .data import load_tensors, select_split
+
+    official = load_tensors(cfg.image_size, data_dir, source)
+    if split == "val" and not cfg.val:
+        raise StnError("this run was trained without --val, so it has no validation split")
+    return select_split(official, split, cfg.seed)
+
+
+def warn_if_no_transformers(model: ConvNet, echo) -> None:
+    if not len(model.transformers):
+        echo("note: this model has no spatial transformer; showing the inputs only")
+
+
+def plot_checkpoint(path, count: int = 8, split: str = "test", indices: list[int] | None = None, seed: int = 0,
+                    scale: int = 4, data_dir=None, source=None, echo=print) -> Image.Image:
+    """``stn-gtsrb plot``: ``count`` random (seeded) or chosen images of a split."""
+    model, cfg, normalizer = load_for_display(path)
+    warn_if_no_transformers(model, echo)
+    tensors = _split_tensors(cfg, split, data_dir, source)
+    if indices is None:
+        if count < 1:
+            raise StnError(f"--count must be at least 1, got {count}")
+        indices = torch.randperm(len(tensors), generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    bad = [i for i in indices if not 0 <= i < len(tensors)]
+    if bad:
+        raise StnError(f"image index {bad[0]} is out of range for the {split} split (0 to {len(tensors) - 1})")
+    chosen = tensors.subset(torch.tensor(indices))
+    return plot_transforms(model, chosen.images, chosen.labels, normalizer, scale,
+                           title=f"{split} images {', '.join(map(str, indices))}")
+
+
+def pick_track(cfg, class_id: int | None = None, track: int | None = None, data_dir=None, source=None):
+    """The frames (in order) of a training track, by global track id or by class.
+
+    By class: the held-out validation track of that class when the run used
+    ``--val``, else the class's first track.
+    """
+    from .data import load_tensors, validation_tracks
+
+    train = load_tensors(cfg.image_size, data_dir, source)["train"]
+    if track is None:
+        if class_id is None or not 0 <= class_id < len(CLASS_NAMES):
+            raise StnError(f"unknown class {class_id!r}; valid: 0 to {len(CLASS_NAMES) - 1}")
+        candidates = train.tracks[train.labels == class_id]
+        if cfg.val:
+            candidates = candidates[torch.isin(candidates, validation_tracks(train, cfg.seed))]
+        track = int(candidates.min())
+    frames = train.subset(train.tracks == track)
+    if len(frames) == 0:
+        raise StnError(f"unknown track {track}; valid: 0 to {int(train.tracks.max())}")
+    return track, frames.subset(frames.frames.argsort())
+
+
+def track_animation(path, class_id: int | None = None, track: int | None = None, scale: int = 4,
+                    data_dir=None, source=None, echo=print) -> list[Image.Image]:
+    """``stn-gtsrb animate``: one frame per image of a track, with corner dots and transformer views."""
+    model, cfg, normalizer = load_for_display(path)
+    warn_if_no_transformers(model, echo)
+    track, frames = pick_track(cfg, class_id, track, data_dir, source)
+    predicted, regions = transformer_views(model, frames.images, normalizer)
+    label = int(frames.labels[0])
+    return [panel_row(frames.images[i], {p: theta[i] for p, theta in regions.items()}, scale,
+                      f"track {track}, frame {i + 1}/{len(frames)}: {class_caption(label, int(predicted[i]))}")
+            for i in range(len(frames))]
+
+
+class TrainingRecorder:
+    """During epoch 1, every ``every`` steps, draws fixed images through the transformers.
+
+    Writes ``out_dir/step_NNNNN.png`` per recorded step and, when finished,
+    ``gif_path``, captioned "epoch 1, step i/N".
+    """
+
+    def __init__(self, model: ConvNet, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer,
+                 every: int, out_dir: Path, gif_path: Path, scale: int = 3):
+        self.model, self.images, self.labels, self.normalizer = model, images, labels, normalizer
+        self.every, self.out_dir, self.gif_path, self.scale = every, Path(out_dir), Path(gif_path), scale
+        self.frames: list[Image.Image] = []
+
+    def __call__(self, step: int, steps: int) -> None:
+        """Called with the number of steps done so far in epoch 1 (0 = before training)."""
+        if step % self.every and step != steps:
+            return
+        was_training = self.model.training
+        frame = plot_transforms(self.model, self.images, self.labels, self.normalizer, self.scale,
+                                title=f"epoch 1, step {step}/{steps}")
+        self.model.train(was_training)
+        save_png(frame, self.out_dir / f"step_{step:05d}.png")
+        self.frames.append(frame)
+
+    def finish(self) -> Path | None:
+        return save_gif(self.frames, self.gif_path) if self.frames else None
+
+
+# ---------------------------------------------------------------- run report
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes: int = len(CLASS_NAMES)) -> torch.Tensor:
+    """``(classes, classes)`` counts, rows = true class, columns = predicted class."""
+    return torch.bincount(labels * classes + predicted, minlength=classes * classes).view(classes, classes)
+
+
+def most_confused(matrix: torch.Tensor, top: int = 10) -> list[tuple[int, int, int]]:
+    """The ``top`` (true, predicted, count) off-diagonal pairs, most frequent first."""
+    off = matrix.clone()
+    off.fill_diagonal_(0)
+    counts, flat = off.flatten().sort(descending=True)
+    size = matrix.shape[0]
+    return [(int(i) // size, int(i) % size, int(c)) for c, i in zip(counts[:top], flat[:top]) if c > 0]
+
+
+def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None, source=None,
+           device: str = "auto") -> list[Path]:
+    """``stn-gtsrb report``: training curves and the best checkpoint's test confusion matrix, as PNGs."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise StnError("reports need matplotlib: pip install 'stn-gtsrb[viz]'") from None
+    from .train import BEST, load_device_data, predict, read_log
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir else run_dir
+    log = read_log(run_dir)
+    if not log or not (run_dir / BEST).exists():
+        raise StnError(f"{run_dir} holds no finished epoch (log.jsonl and best.pt are needed)")
+    epochs = [r["epoch"] for r in log]
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [r["train_loss"] for r in log], marker="o")
+    loss_axis.set(title="training loss", xlabel="epoch", yscale="log")
+    for name in ("train", "val", "test"):
+        if f"{name}_acc" in log[0]:
+            acc_axis.plot(epochs, [r[f"{name}_acc"] for r in log], marker="o", label=name)
+    acc_axis.set(title="accuracy (%)", xlabel="epoch")
+    acc_axis.legend()
+    acc_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    curves = _save_atomic(out_dir / "curves.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
+    plt.close(figure)
+
+    model, cfg, normalizer = load_for_display(run_dir / BEST, device)
+    data = load_device_data(cfg, next(model.parameters()).device, data_dir, source, normalizer=normalizer,
+                            splits=("test",))
+    images, labels = data.splits["test"]
+    matrix = confusion_matrix(labels.cpu(), predict(model, images).cpu())
+    figure, (matrix_axis, text_axis) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [3, 2]})
+    matrix_axis.imshow(torch.log1p(matrix.float()), cmap="viridis")
+    matrix_axis.set(title=f"test confusion (log scale), accuracy {100 * matrix.trace() / matrix.sum():.2f}%",
+                    xlabel="predicted class", ylabel="true class")
+    pairs = most_confused(matrix)
+    lines = ["most confused (true -> predicted: count)"] + [
+        f"{t} {CLASS_NAMES[t]} -> {p} {CLASS_NAMES[p]}: {c}" for t, p, c in pairs]
+    text_axis.axis("off")
+    text_axis.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
+    figure.tight_layout()
+    confusion = _save_atomic(out_dir / "confusion.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
+    plt.close(figure)
+    return [curves, confusion]

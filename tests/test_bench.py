@@ -1,0 +1,158 @@
+"""The benchmark runner: grids, records, table, reruns, failures, kills, and Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stn_gtsrb import bench
+from stn_gtsrb.errors import StnError
+
+GRID = """
+[base]
+net = "lecun"
+n = 300
+epochs = 1
+optimizer = "adam"
+lr = 0.003
+[grid]
+cnn = ["2,4,8", "4,8,16"]
+{extra}
+"""
+TWO_BY_TWO = GRID.format(extra='locnet2 = ["", "2,2,2"]')
+CLI = [sys.executable, "-m", "stn_gtsrb.cli", "bench"]
+
+
+def write_grid(tmp_path: Path, text: str, name: str = "grid.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def test_two_by_two_grid_runs_records_tabulates_and_reruns_nothing(data_env, tmp_path):
+    grid = write_grid(tmp_path, TWO_BY_TWO)
+    records = bench.bench(grid, tmp_path / "out", workers=2, echo=quiet)
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    assert {(r["config"]["cnn"], r["config"]["locnet2"]) for r in records} == {
+        ("2,4,8", ""), ("2,4,8", "2,2,2"), ("4,8,16", ""), ("4,8,16", "2,2,2")}
+    assert all({"test_acc", "val_acc", "epochs", "seconds", "parameters", "seed"} <= set(r) for r in records)
+    table = (tmp_path / "out" / "results.md").read_text().splitlines()
+    assert table[0] == "| cnn | locnet2 | test acc (%) | val acc (%) | epochs | time (s) | parameters | runs |"
+    assert len(table) == 2 + 4
+    accuracies = [float(line.split("|")[3]) for line in table[2:]]
+    assert accuracies == sorted(accuracies, reverse=True)
+
+    before = (tmp_path / "out" / "results.jsonl").read_text()
+    started = time.time()
+    bench.bench(grid, tmp_path / "out", echo=quiet)
+    assert (tmp_path / "out" / "results.jsonl").read_text() == before  # nothing new
+    assert time.time() - started < 5
+
+    (tmp_path / "out" / "results.md").unlink()
+    result = subprocess.run([*CLI, "table", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 0 and (tmp_path / "out" / "results.md").read_text().splitlines() == table
+
+
+def test_ray_engine_gives_the_same_records(data_env, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    grid = write_grid(tmp_path, TWO_BY_TWO)
+    local = bench.bench(grid, tmp_path / "local", workers=2, echo=quiet)  # 1 thread per cell, like the trials
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = bench.bench(grid, tmp_path / "ray", engine="ray", cpus_per_trial=1, echo=quiet)
+    finally:
+        ray.shutdown()
+    key = lambda r: r["id"]  # noqa: E731
+    assert len(remote) == 4
+    for a, b in zip(sorted(local, key=key), sorted(remote, key=key)):
+        assert (a["id"], a["status"], a["test_acc"], a["parameters"]) == (b["id"], b["status"], b["test_acc"],
+                                                                            b["parameters"])
+    assert (tmp_path / "ray" / "results.md").read_text().splitlines()[2:] != []
+    assert any((tmp_path / "ray" / "ray").iterdir())  # Tune's experiment state, for restore
+
+
+def test_a_crashing_cell_is_recorded_and_the_others_finish(data_env, tmp_path):
+    grid = write_grid(tmp_path, GRID.format(extra="").replace("n = 300", "").replace(
+        '[grid]', '[grid]\nn = [300, 50000]').replace('cnn = ["2,4,8", "4,8,16"]', 'cnn = ["2,4,8"]'))
+    records = bench.bench(grid, tmp_path / "out", echo=quiet)
+    status = {r["config"]["n"]: r for r in records}
+    assert status[300]["status"] == "ok"
+    assert status[50000]["status"] == "failed"
+    assert "larger than the training split" in status[50000]["error"]
+    assert "(1 failed)" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_kill_mid_sweep_then_rerun_finishes_without_duplicates(data_env, tmp_path):
+    grid = write_grid(tmp_path, GRID.format(extra='seed = [1, 2]').replace("epochs = 1", "epochs = 2"))
+    out = tmp_path / "out"
+    process = subprocess.Popen([*CLI, str(grid), "-o", str(out)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(bench.read_records(out)) < 1:
+        time.sleep(0.05)
+    while time.time() < deadline and not list((out / "runs").glob("*/last.pt"))[1:]:
+        time.sleep(0.05)  # a second cell has started training
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = len(bench.read_records(out))
+    assert 1 <= killed_at < 4
+    result = subprocess.run([*CLI, str(grid), "-o", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    ids = [r["id"] for r in bench.read_records(out)]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert f"{killed_at} already recorded" in result.stdout
+
+
+def test_dry_run_lists_cells_with_repeats(data_env, tmp_path, capsys):
+    grid = write_grid(tmp_path, TWO_BY_TWO)
+    bench.bench(grid, tmp_path / "out", repeats=3, dry_run=True)
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "12 runs, 12 to do"
+    assert sum('seed=3' in line for line in out) == 4
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[grid]\nlearning_rate = [0.1]', "unknown option 'learning_rate'; valid: image_size"),
+    ('[grid]\nlr = []', "lr must be a non-empty list of values"),
+    ('[grid]\nlr = 0.1', "lr must be a non-empty list of values"),
+    ('[grid]\nepochs = ["two"]', "option epochs must be int, got 'two'"),
+    ('[base]\nnet = "lecun"\n[grid]\ncnn = ["1,2"]', 'cell cnn="1,2": --cnn for lecun must be 3'),
+    ('[grid\n', "is not valid TOML"),
+    ('[grids]\nlr = [0.1]', "unknown top-level key(s) grids"),
+])
+def test_bad_grids_are_refused_before_anything_runs(tmp_path, text, message):
+    with pytest.raises(StnError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        bench.bench(write_grid(tmp_path, text), tmp_path / "out", echo=quiet)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_of_another_grid_is_refused_unless_extended(data_env, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grid.json").write_text(json.dumps({"base": {}, "axes": {"lr": [0.5]}, "repeats": 1}))
+    grid = write_grid(tmp_path, GRID.format(extra="").replace('cnn = ["2,4,8", "4,8,16"]', 'cnn = ["2,4,8"]'))
+    result = subprocess.run([*CLI, str(grid), "-o", str(out)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"stn-gtsrb: error: {out} holds the results of another grid; use --extend to add this one to it\n"
+    assert bench.bench(grid, out, extend=True, echo=quiet)[0]["status"] == "ok"
+
+
+def test_torn_last_line_is_skipped_and_mended(tmp_path):
+    (tmp_path / "results.jsonl").write_text('{"id": "a", "status": "ok"}\n{"id": "b", "sta')
+    assert [r["id"] for r in bench.read_records(tmp_path)] == ["a"]
+    bench.append_record(tmp_path, {"id": "c", "status": "ok"})
+    assert [r["id"] for r in bench.read_records(tmp_path)] == ["a", "c"]

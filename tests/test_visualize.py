@@ -1,0 +1,138 @@
+"""Corner geometry, pictures, animations and reports on a tiny trained model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stn_gtsrb import TrainConfig, train
+from stn_gtsrb.classes import CLASS_NAMES
+from stn_gtsrb.visualize import (CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, compose, confusion_matrix, corners,
+                                 most_confused)
+
+CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
+SIZE, SCALE = 32, 4
+
+
+def theta(*rows) -> torch.Tensor:
+    return torch.tensor([rows], dtype=torch.float64).view(1, 2, 3)
+
+
+def test_identity_corners_are_the_image_corners():
+    assert corners(theta(1, 0, 0, 0, 1, 0), SIZE)[0].tolist() == [[0, 0], [32, 0], [32, 32], [0, 32]]
+
+
+def test_known_rotation_scale_and_shift():
+    quarter_turn = theta(0, -1, 0, 1, 0, 0)  # output top-left samples the input's top-right
+    assert corners(quarter_turn, SIZE)[0].tolist() == [[32, 0], [32, 32], [0, 32], [0, 0]]
+    zoom_right = theta(0.5, 0, 0.5, 0, 0.5, 0)  # half size, shifted right by a quarter of the image
+    assert corners(zoom_right, SIZE)[0].tolist() == [[16, 8], [32, 8], [32, 24], [16, 24]]
+
+
+def test_composition_of_two_transforms():
+    outer, inner = theta(0.5, 0, 0.5, 0, 0.5, 0), theta(0.5, 0, 0, 0, 0.5, -0.5)
+    # inner's region inside outer's output frame, mapped through outer onto the image
+    assert corners(compose(outer, inner), SIZE)[0].tolist() == [[20, 8], [28, 8], [28, 16], [20, 16]]
+    assert torch.allclose(compose(theta(1, 0, 0, 0, 1, 0), inner), inner)
+
+
+def test_confusion_and_most_confused_pairs():
+    labels, predicted = torch.tensor([0, 0, 1, 1, 1, 2]), torch.tensor([0, 1, 1, 2, 2, 2])
+    matrix = confusion_matrix(labels, predicted, classes=3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 2], [0, 0, 1]]
+    assert most_confused(matrix) == [(1, 2, 2), (0, 1, 1)]
+
+
+def test_class_names():
+    assert len(CLASS_NAMES) == 43 and len(set(CLASS_NAMES)) == 43
+    assert CLASS_NAMES[14] == "stop" and CLASS_NAMES[0] == "speed limit 20"
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory, prepared, shared_dir):
+    """Two tiny trained runs: with two transformers (and a recorded epoch 1), and without any."""
+    root = tmp_path_factory.mktemp("runs")
+    common = dict(net="lecun", cnn="4,8,16", n=500, epochs=1, optimizer="adam", lr=0.003, val=True)
+    train(TrainConfig(**common, st=True, locnet="4,4,8", locnet2="4,4,4"), root / "st", record_st=4,
+          data_dir=prepared, source=str(shared_dir), echo=lambda _: None)
+    train(TrainConfig(**common), root / "plain", data_dir=prepared, source=str(shared_dir), echo=lambda _: None)
+    return root
+
+
+def run(*args: str, data_env) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def gray(picture: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(picture.convert("L"), dtype=np.float32))
+
+
+def panel_width(panels: int) -> int:
+    return MARGIN + panels * (SIZE * SCALE + MARGIN)
+
+
+def test_plot_writes_a_grid_of_the_right_size(tiny_runs, data_env, tmp_path):
+    result = run("plot", str(tiny_runs / "st"), "-o", str(tmp_path / "p.png"), "--count", "5", data_env=data_env)
+    assert result.returncode == 0, result.stderr
+    picture = Image.open(tmp_path / "p.png")
+    assert picture.size == (panel_width(3), CAPTION_HEIGHT + 5 * (CAPTION_HEIGHT + SIZE * SCALE + MARGIN))
+
+
+def test_plot_without_transformers_says_so_and_plots_inputs(tiny_runs, data_env, tmp_path):
+    result = run("plot", str(tiny_runs / "plain"), "-o", str(tmp_path / "p.png"), "--indices", "0,7",
+                 data_env=data_env)
+    assert result.returncode == 0 and "no spatial transformer" in result.stderr
+    assert Image.open(tmp_path / "p.png").size == (panel_width(1), CAPTION_HEIGHT + 2 * (CAPTION_HEIGHT + 128 + 4))
+
+
+def test_track_animation_has_the_30_frames_of_the_track(tiny_runs, data_env, tmp_path):
+    result = run("animate", str(tiny_runs / "st"), "--class", "14", "-o", str(tmp_path / "t.gif"),
+                 data_env=data_env)
+    assert result.returncode == 0, result.stderr
+    gif = Image.open(tmp_path / "t.gif")
+    assert gif.n_frames == 30 and gif.size == (panel_width(3), CAPTION_HEIGHT + SIZE * SCALE + MARGIN)
+
+
+def test_training_animation_frames_are_in_step_order(tiny_runs):
+    pngs = sorted((tiny_runs / "st" / "st_frames").glob("step_*.png"))
+    steps = [int(p.stem.split("_")[1]) for p in pngs]
+    assert steps == [0, 4, 8, 10]  # 10 steps of 50 images: every 4th, plus the last
+    gif = Image.open(tiny_runs / "st" / "st_epoch1.gif")
+    assert gif.n_frames == len(pngs)
+    references = [gray(Image.open(p)) for p in pngs]
+    for index in range(gif.n_frames):
+        gif.seek(index)
+        frame = gray(gif)
+        distances = [float((frame - ref).square().mean()) for ref in references]
+        assert distances.index(min(distances)) == index
+    first = Image.open(pngs[0])
+    assert first.size == (MARGIN + 3 * (SIZE * 3 + MARGIN),
+                          CAPTION_HEIGHT + RECORDED_IMAGES * (CAPTION_HEIGHT + SIZE * 3 + MARGIN))
+
+
+def test_report_writes_curves_and_confusion(tiny_runs, data_env, tmp_path):
+    result = run("report", str(tiny_runs / "st"), "-o", str(tmp_path), data_env=data_env)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "curves.png").size == (1000, 400)
+    assert Image.open(tmp_path / "confusion.png").size == (1400, 650)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["animate", "{st}", "--track", "5000", "-o", "{tmp}/x.gif"], "unknown track 5000; valid: 0 to 1306"),
+    (["animate", "{st}", "--class", "43", "-o", "{tmp}/x.gif"], "unknown class 43; valid: 0 to 42"),
+    (["plot", "{st}", "-o", "{tmp}/file/x.png"], "cannot write {tmp}/file/x.png"),
+    (["plot", "{st}", "-o", "{tmp}/x.png", "--indices", "99999"], "image index 99999 is out of range"),
+    (["report", "{tmp}"], "holds no finished epoch"),
+])
+def test_bad_input_is_one_line_with_exit_2(tiny_runs, data_env, tmp_path, args, message):
+    (tmp_path / "file").write_text("in the way")
+    fill = {"st": str(tiny_runs / "st"), "tmp": str(tmp_path)}
+    result = run(*[a.format(**fill) for a in args], data_env=data_env)
+    assert result.returncode == 2, result.stderr
+    assert message.format(**fill) in result.stderr and len(result.stderr.strip().splitlines()) == 1
