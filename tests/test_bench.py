@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,7 +126,15 @@ def test_dry_run_lists_cells_with_repeats(data_env, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_options_that_change_together_form_one_axis(tmp_path):
+    grid = write_grid(tmp_path, GRID.format(extra='"sca+tra" = [{}, {sca = true, tra = true}]\nst = [true]'))
+    configs = bench.expand(bench.load_grid(grid))
+    assert len(configs) == 4 and {(c.sca, c.tra, c.st) for c in configs} == {(False, False, True), (True, True, True)}
+    assert bench.axis_options(bench.load_grid(grid)) == ["cnn", "sca", "tra", "st"]
+
+
 @pytest.mark.parametrize("text,message", [
+    ('[grid]\npair = [{lrr = 1}]', "[grid] pair: unknown option 'lrr'"),
     ('[grid]\nlearning_rate = [0.1]', "unknown option 'learning_rate'; valid: image_size"),
     ('[grid]\nlr = []', "lr must be a non-empty list of values"),
     ('[grid]\nlr = 0.1', "lr must be a non-empty list of values"),
@@ -135,7 +144,7 @@ def test_dry_run_lists_cells_with_repeats(data_env, tmp_path, capsys):
     ('[grids]\nlr = [0.1]', "unknown top-level key(s) grids"),
 ])
 def test_bad_grids_are_refused_before_anything_runs(tmp_path, text, message):
-    with pytest.raises(StnError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(StnError, match=re.escape(message)):
         bench.bench(write_grid(tmp_path, text), tmp_path / "out", echo=quiet)
     assert not (tmp_path / "out").exists()
 

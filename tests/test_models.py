@@ -11,10 +11,12 @@ from stn_gtsrb.normalization import contrastive_normalize, make_kernel
 
 TINY = {"lecun": "4,6,8", "idsia": "4,6,8,10"}
 DEPTH = {"lecun": 2, "idsia": 3}
+FAMILIES = ["affine", "rotation", "scale", "translation", "rotation+scale", "rotation+translation",
+            "scale+translation", "rotation+scale+translation"]
 CASES = [(name, position, transform)
          for name in list_models()
          for position in range(1, DEPTH[name] + 1)
-         for transform in ("affine", "rotation+scale+translation", "scale")]
+         for transform in FAMILIES]
 
 
 def test_registry_lists_both_networks():

@@ -12,7 +12,9 @@ the cells are the cartesian product, each run with ``repeats`` seeds::
     st = [false, true]
 
 Option names are exactly those of ``stn-gtsrb train`` (TrainConfig's fields,
-with ``-`` or ``_``). Every cell is validated before anything runs.
+with ``-`` or ``_``). Options that must change together form one axis whose
+values are tables, under any label: ``"sca+tra" = [{}, {sca = true, tra = true}]``.
+Every cell is validated before anything runs.
 
 An output directory holds::
 
@@ -97,10 +99,12 @@ def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
     base = {_option_name(k, f"{path} [base]"): v for k, v in content.get("base", {}).items()}
     axes = {}
     for key, values in content.get("grid", {}).items():
-        name = _option_name(key, f"{path} [grid]")
         if not isinstance(values, list) or not values:
             raise StnError(f"{path} [grid]: {key} must be a non-empty list of values, got {values!r}")
-        axes[name] = values
+        if all(isinstance(v, dict) for v in values):  # options set together
+            axes[key] = [{_option_name(k, f"{path} [grid] {key}"): v for k, v in value.items()} for value in values]
+        else:
+            axes[_option_name(key, f"{path} [grid]")] = values
     repeats = content.get("repeats", 1) if repeats is None else repeats
     if not isinstance(repeats, int) or repeats < 1:
         raise StnError(f"repeats must be a positive integer, got {repeats!r}")
@@ -113,18 +117,31 @@ def expand(grid: Grid) -> list[TrainConfig]:
     """Every cell × seed as a validated TrainConfig (seeds: base seed, +1, ...)."""
     configs = []
     for values in itertools.product(*grid.axes.values()):
-        options = {**grid.base, **dict(zip(grid.axes, values))}
+        options = dict(grid.base)
+        for axis, value in zip(grid.axes, values):
+            options.update(value if isinstance(value, dict) else {axis: value})
         cfg = TrainConfig.from_dict(options)
         try:
             cfg.validate()
         except StnError as error:
-            raise StnError(f"cell {describe(options, grid.axes)}: {error}") from None
+            raise StnError(f"cell {describe(options, axis_options(grid))}: {error}") from None
         configs += [dataclasses.replace(cfg, seed=cfg.seed + r) for r in range(grid.repeats)]
     return configs
 
 
+def axis_options(grid: Grid) -> list[str]:
+    """The option names the grid varies (the keys inside table-valued axes included)."""
+    names = []
+    for axis, values in grid.axes.items():
+        for key in ([k for v in values for k in v] if isinstance(values[0], dict) else [axis]):
+            if key not in names:
+                names.append(key)
+    return names
+
+
 def describe(options: dict, keys) -> str:
-    return " ".join(f"{k}={json.dumps(options[k])}" for k in keys) or "(base)"
+    default = TrainConfig().to_dict()
+    return " ".join(f"{k}={json.dumps(options.get(k, default[k]))}" for k in keys) or "(base)"
 
 
 def run_id(cfg: TrainConfig) -> str:
@@ -197,20 +214,20 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, sourc
 
 # ---------------------------------------------------------------- engines
 
-def _report(bar, cfg: TrainConfig, record: dict, axes) -> None:
+def _report(bar, cfg: TrainConfig, record: dict, shown) -> None:
     outcome = (f"{record['test_acc']:.2f}% in {record['seconds']:.0f}s" if record["status"] == "ok"
                else f"FAILED: {record['error']}")
-    bar.write(f"[{record['id']}] {describe(cfg.to_dict(), [*axes, 'seed'])}: {outcome}")
+    bar.write(f"[{record['id']}] {describe(cfg.to_dict(), [*shown, 'seed'])}: {outcome}")
     bar.update()
 
 
-def run_local(todo: list[TrainConfig], out_dir: Path, axes, workers: int = 1, **cell_options) -> None:
+def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, **cell_options) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
         def one(cfg: TrainConfig) -> None:
             record = run_cell(cfg, out_dir / "runs" / run_id(cfg), threads, **cell_options)
             append_record(out_dir, record)
-            _report(bar, cfg, record, axes)
+            _report(bar, cfg, record, shown)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, todo))
@@ -224,7 +241,7 @@ def _ray_trial(config: dict, out_dir: str, threads: int, cell_options: dict) -> 
     tune.report({"record": json.dumps(record)})
 
 
-def run_ray(todo: list[TrainConfig], out_dir: Path, axes, grid: Grid, address: str | None = None,
+def run_ray(todo: list[TrainConfig], out_dir: Path, shown, grid: Grid, address: str | None = None,
             cpus_per_trial: int = 1, storage: str | None = None, **cell_options) -> None:
     """Run the cells as Ray Tune trials; restores the experiment if a previous sweep was interrupted."""
     try:
@@ -258,7 +275,7 @@ def run_ray(todo: list[TrainConfig], out_dir: Path, axes, grid: Grid, address: s
             if record["id"] not in recorded:
                 append_record(out_dir, record)
                 recorded.add(record["id"])
-                _report(bar, TrainConfig.from_dict(record["config"]), record, axes)
+                _report(bar, TrainConfig.from_dict(record["config"]), record, shown)
 
 
 # ---------------------------------------------------------------- table
@@ -343,7 +360,7 @@ def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", wor
     if dry_run:
         for cfg in configs:
             state = "done" if run_id(cfg) in done else "todo"
-            echo(f"{state}  {run_id(cfg)}  {describe(cfg.to_dict(), [*grid.axes, 'seed'])}")
+            echo(f"{state}  {run_id(cfg)}  {describe(cfg.to_dict(), [*axis_options(grid), 'seed'])}")
         echo(f"{len(configs)} runs, {len(todo)} to do")
         return read_records(out_dir)
     _claim_directory(out_dir, grid, extend)
@@ -351,9 +368,9 @@ def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", wor
          f"{len(configs) - len(todo)} already recorded, {len(todo)} to run with the {engine} engine")
     cell_options = dict(data_dir=data_dir, source=source, device=device)
     if todo and engine == "local":
-        run_local(todo, out_dir, grid.axes, workers, **cell_options)
+        run_local(todo, out_dir, axis_options(grid), workers, **cell_options)
     elif todo:
-        run_ray(todo, out_dir, grid.axes, grid, address, cpus_per_trial, storage, **cell_options)
+        run_ray(todo, out_dir, axis_options(grid), grid, address, cpus_per_trial, storage, **cell_options)
     if (out_dir / RECORDS_FILE).exists():
         echo(f"table: {write_table(out_dir, sort)}")
     return read_records(out_dir)

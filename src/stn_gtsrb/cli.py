@@ -53,6 +53,13 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                                help=f"{help_text} (default: {f.default!r})")
 
 
+def _add_picture_options(parser: argparse.ArgumentParser, kind: str) -> None:
+    parser.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
+    parser.add_argument("-o", "--output", type=Path, required=True, help=f"{kind} file to write")
+    parser.add_argument("--scale", type=int, default=4, help="enlargement factor (default: 4)")
+    _add_data_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stn-gtsrb", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"stn-gtsrb {__version__}")
@@ -94,26 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(ev)
 
     pl = commands.add_parser("plot", help="input images with the transformers' sampled regions and outputs")
-    pl.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
-    pl.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    _add_picture_options(pl, "PNG")
     pl.add_argument("--split", default="test", help="train, val or test (default: test)")
     pl.add_argument("--count", type=int, default=8, help="number of random images (default: 8)")
     pl.add_argument("--indices", type=lambda text: [int(i) for i in text.split(",")], default=None,
                     help="comma-separated image indices instead of random ones")
     pl.add_argument("--seed", type=int, default=0, help="seed for the random images (default: 0)")
-    pl.add_argument("--scale", type=int, default=4, help="enlargement factor (default: 4)")
-    _add_data_options(pl)
 
     an = commands.add_parser("animate", help="GIF of the transformers along the 30 frames of one sign's track")
-    an.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
-    an.add_argument("-o", "--output", type=Path, required=True, help="GIF file to write")
+    _add_picture_options(an, "GIF")
     which = an.add_mutually_exclusive_group(required=True)
     which.add_argument("--track", type=int, help="global training track id (0 to 1306)")
     which.add_argument("--class", dest="class_id", type=int,
                        help="class id: its validation track (runs with --val) or its first track")
-    an.add_argument("--scale", type=int, default=4, help="enlargement factor (default: 4)")
     an.add_argument("--frame-ms", type=int, default=150, help="milliseconds per frame (default: 150)")
-    _add_data_options(an)
 
     rp = commands.add_parser("report", help="training curves and confusion matrix of a run, as PNG")
     rp.add_argument("run", type=Path, help="a run directory")

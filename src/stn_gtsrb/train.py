@@ -299,6 +299,20 @@ def _recorder(cfg: TrainConfig, model: ConvNet, normalizer: Normalizer, every: i
                             run_dir / "st_frames", run_dir / "st_epoch1.gif")
 
 
+def _restore(run_dir: Path, checkpoint: dict | None, model, optimizer, echo) -> tuple[int, int, float | None]:
+    """Load a checkpoint's state (if any) and trim the log to it; return (first epoch, step, best)."""
+    first_epoch, step, best = 1, 0, None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["rng"])
+        first_epoch, step, best = checkpoint["epoch"] + 1, checkpoint["step"], checkpoint["best"]
+        echo(f"resuming {run_dir} at epoch {first_epoch}")
+    log = [record for record in read_log(run_dir) if record["epoch"] < first_epoch]  # drop epochs not saved
+    write_text_atomic(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
+    return first_epoch, step, best
+
+
 def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, download, bf16, progress, record_st,
                   echo):
     if bf16 and device.type != "cuda":
@@ -313,17 +327,7 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.net, **cfg.model_options()).to(device)
     optimizer = build_optimizer(cfg, model)
-    first_epoch, step, best = 1, 0, None
-    log = read_log(run_dir)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"])
-        first_epoch, step, best = checkpoint["epoch"] + 1, checkpoint["step"], checkpoint["best"]
-        echo(f"resuming {run_dir} at epoch {first_epoch}")
-    log = [record for record in log if record["epoch"] < first_epoch]  # drop epochs not checkpointed
-    write_text_atomic(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
-
+    first_epoch, step, best = _restore(run_dir, checkpoint, model, optimizer, echo)
     recorder = None
     if record_st and first_epoch == 1:
         recorder = _recorder(cfg, model, data.normalizer, record_st, run_dir, data_dir, source)
@@ -331,7 +335,7 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     select_on = "val_acc" if cfg.val else "test_acc"
     echo(f"{cfg.net} {cfg.widths}, {count_parameters(model):,} parameters, {len(train_y):,} training images, "
          f"device {device}")
-    started = time.perf_counter() - sum(r["seconds"] for r in log)
+    started = time.perf_counter() - sum(r["seconds"] for r in read_log(run_dir))
     for epoch in range(first_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = learning_rate(cfg, step, math.ceil(len(train_y) / cfg.batch_size))
@@ -344,24 +348,27 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
         for name in ("val", "test"):
             if name in data.splits:
                 record[f"{name}_acc"] = accuracy(model, *data.splits[name], bf16=bf16)
-        seconds = time.perf_counter() - t0
-        record.update(lr=lr, seconds=seconds, images_per_s=len(train_y) / train_seconds)
+        record.update(lr=lr, seconds=time.perf_counter() - t0, images_per_s=len(train_y) / train_seconds)
         improved = best is None or record[select_on] > best
         best = record[select_on] if improved else best
-        state = make_checkpoint(cfg, model, optimizer, data.normalizer, epoch, step, record, best)
-        with open(run_dir / LOG_FILE, "a") as file:
-            file.write(json.dumps(record) + "\n")
-        save_atomic(state, run_dir / LAST)
-        if improved:
-            save_atomic(state, run_dir / BEST)
+        _save_epoch(run_dir, record, make_checkpoint(cfg, model, optimizer, data.normalizer, epoch, step, record,
+                                                     best), improved)
         echo(format_record(record))
 
-    log = read_log(run_dir)
-    result = {"test_acc": log[-1]["test_acc"], "val_acc": log[-1].get("val_acc"),
-              f"best_{select_on}": best, "epochs": cfg.epochs, "seconds": time.perf_counter() - started,
+    last = read_log(run_dir)[-1]
+    result = {"test_acc": last["test_acc"], "val_acc": last.get("val_acc"), f"best_{select_on}": best, "epochs": cfg.epochs, "seconds": time.perf_counter() - started,
               "parameters": count_parameters(model), "config": cfg.to_dict()}
     write_text_atomic(run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _save_epoch(run_dir: Path, record: dict, state: dict, improved: bool) -> None:
+    """Append the epoch's log record, then write last.pt (and best.pt), each atomically."""
+    with open(run_dir / LOG_FILE, "a") as file:
+        file.write(json.dumps(record) + "\n")
+    save_atomic(state, run_dir / LAST)
+    if improved:
+        save_atomic(state, run_dir / BEST)
 
 
 def format_record(record: dict) -> str:
