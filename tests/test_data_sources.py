@@ -162,7 +162,7 @@ def test_unknown_split(prepared, shared_dir):
 def test_unwritable_data_dir(shared_dir, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with pytest.raises(StnError, match=f"cannot write to directory {blocker}"):
+    with pytest.raises(StnError, match=f"cannot write {blocker / 'data'}"):
         data.prepare(8, blocker / "data", str(shared_dir), show_progress=False)
 
 

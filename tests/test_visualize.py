@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +113,16 @@ def test_training_animation_frames_are_in_step_order(tiny_runs):
     first = Image.open(pngs[0])
     assert first.size == (MARGIN + 3 * (SIZE * 3 + MARGIN),
                           CAPTION_HEIGHT + RECORDED_IMAGES * (CAPTION_HEIGHT + SIZE * 3 + MARGIN))
+
+
+def test_animate_rebuilds_the_training_gif_from_recorded_frames(tiny_runs, data_env, tmp_path):
+    result = run("animate", str(tiny_runs / "st"), "--training", "--stride", "2", "-o", str(tmp_path / "e.gif"),
+                 data_env=data_env)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "e.gif").n_frames == 3  # steps 0 and 8 (every 2nd frame), and the last, 10
+    missing = run("animate", str(tiny_runs / "plain"), "--training", "-o", str(tmp_path / "f.gif"),
+                  data_env=data_env)
+    assert missing.returncode == 2 and "has no recorded frames: train it with --record-st K" in missing.stderr
 
 
 def test_report_writes_curves_and_confusion(tiny_runs, data_env, tmp_path):

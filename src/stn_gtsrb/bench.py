@@ -51,7 +51,8 @@ from tqdm import tqdm
 
 from .config import TrainConfig
 from .errors import StnError
-from .train import RESULT_FILE, write_text_atomic
+from .fileio import write_text
+from .train import RESULT_FILE
 
 try:
     import tomllib
@@ -326,7 +327,7 @@ def write_table(out_dir: Path, sort: str = "test") -> Path:
     if not (out_dir / RECORDS_FILE).exists():
         raise StnError(f"{out_dir / RECORDS_FILE} not found: nothing to tabulate")
     path = out_dir / TABLE_FILE
-    write_text_atomic(path, format_table(read_records(out_dir), sort))
+    write_text(path, format_table(read_records(out_dir), sort))
     return path
 
 
@@ -341,7 +342,7 @@ def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
     if grid_file.exists() and not extend and json.loads(grid_file.read_text()) != grid.to_dict():
         raise StnError(f"{out_dir} holds the results of another grid; use --extend to add this one to it")
     if not grid_file.exists() or extend:
-        write_text_atomic(grid_file, json.dumps(grid.to_dict(), indent=2) + "\n")
+        write_text(grid_file, json.dumps(grid.to_dict(), indent=2) + "\n")
 
 
 def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", workers: int = 1,

@@ -77,14 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prepare":
             sub.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is current")
 
-    tr = commands.add_parser("train", help="train a network",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    tr.add_argument("-o", "--output", type=Path, default=Path("runs/default"), help="run directory")
+    tr = commands.add_parser("train", help="train a network")
+    tr.add_argument("-o", "--output", type=Path, default=Path("runs/default"),
+                    help="run directory (default: runs/default)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="discard a run already in --output")
     tr.add_argument("--eval", action="store_true", help="only evaluate the run in --output on the test split")
     tr.add_argument("--script", action="store_true", help="print the final test accuracy (%%) alone as last line")
-    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     tr.add_argument("--download", action="store_true", help="download the archives if they are missing")
     tr.add_argument("--record-st", type=int, default=0, metavar="K",
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--track", type=int, help="global training track id (0 to 1306)")
     which.add_argument("--class", dest="class_id", type=int,
                        help="class id: its validation track (runs with --val) or its first track")
+    which.add_argument("--training", action="store_true",
+                       help="instead, the frames recorded in epoch 1 by train --record-st")
+    an.add_argument("--stride", type=int, default=1, help="with --training: keep every N-th frame (default: 1)")
     an.add_argument("--frame-ms", type=int, default=150, help="milliseconds per frame (default: 150)")
 
     rp = commands.add_parser("report", help="training curves and confusion matrix of a run, as PNG")
@@ -212,8 +215,11 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 def cmd_animate(args: argparse.Namespace) -> None:
     _check_scale(args.scale)
-    frames = visualize.track_animation(args.checkpoint, args.class_id, args.track, args.scale, args.data_dir,
-                                       args.source, echo=_print_err)
+    if args.training:
+        frames = visualize.training_frames(args.checkpoint, args.stride)
+    else:
+        frames = visualize.track_animation(args.checkpoint, args.class_id, args.track, args.scale, args.data_dir,
+                                           args.source, echo=_print_err)
     print(f"wrote {visualize.save_gif(frames, args.output, args.frame_ms)} ({len(frames)} frames)")
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
@@ -29,6 +27,7 @@ from PIL import Image
 
 from .archives import ARCHIVES, default_data_dir, default_source, expected_hashes, fetch_archives
 from .errors import StnError
+from .fileio import save_torch
 from .normalization import contrastive_normalize, make_kernel
 
 FORMAT_VERSION = 1
@@ -190,23 +189,6 @@ def _read_cache(path: Path, size: int, hashes: dict[str, str]) -> dict | None:
     return content
 
 
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise StnError(f"cannot write to directory {path.parent}: {error}") from None
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def prepare(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
             download: bool = False, rebuild: bool = False, show_progress: bool = True) -> Path:
     """Make sure the cache for ``size`` exists and is current; return its path."""
@@ -222,7 +204,7 @@ def prepare(size: int = 32, data_dir: Path | str | None = None, source: str | No
         "train": decode_training(paths["train"], size).to_dict(),
         "test": decode_test(paths["test_images"], paths["test_labels"], size).to_dict(),
     }
-    save_atomic(content, path)
+    save_torch(content, path)
     return path
 
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -37,8 +35,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import TrainConfig
-from .data import Normalizer, fit_normalizer, load_tensors, save_atomic, select_split
+from .data import GTSRBTensors, Normalizer, fit_normalizer, load_tensors, select_split
 from .errors import StnError
+from .fileio import save_torch, write_text
 from .models import ConvNet, create_model
 
 CHECKPOINT_FORMAT = 1
@@ -66,17 +65,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -91,7 +79,7 @@ class DeviceData:
     normalizer: Normalizer
 
 
-def training_split(cfg: TrainConfig, official) -> "GTSRBTensors":  # noqa: F821
+def training_split(cfg: TrainConfig, official: dict[str, GTSRBTensors]) -> GTSRBTensors:
     """The images the model trains on: (train or train_without_val), optionally a seeded subset."""
     train = select_split(official, "train_without_val" if cfg.val else "train", cfg.seed)
     if cfg.n:
@@ -309,7 +297,7 @@ def _restore(run_dir: Path, checkpoint: dict | None, model, optimizer, echo) -> 
         first_epoch, step, best = checkpoint["epoch"] + 1, checkpoint["step"], checkpoint["best"]
         echo(f"resuming {run_dir} at epoch {first_epoch}")
     log = [record for record in read_log(run_dir) if record["epoch"] < first_epoch]  # drop epochs not saved
-    write_text_atomic(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
+    write_text(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
     return first_epoch, step, best
 
 
@@ -321,7 +309,7 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     if checkpoint is not None and (run_dir / RESULT_FILE).exists():
         echo(f"{run_dir} is already finished")
         return json.loads((run_dir / RESULT_FILE).read_text())
-    write_text_atomic(run_dir / CONFIG_FILE, cfg.to_json() + "\n")
+    write_text(run_dir / CONFIG_FILE, cfg.to_json() + "\n")
 
     data = load_device_data(cfg, device, data_dir, source, download)
     torch.manual_seed(cfg.seed)
@@ -358,7 +346,7 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     last = read_log(run_dir)[-1]
     result = {"test_acc": last["test_acc"], "val_acc": last.get("val_acc"), f"best_{select_on}": best, "epochs": cfg.epochs, "seconds": time.perf_counter() - started,
               "parameters": count_parameters(model), "config": cfg.to_dict()}
-    write_text_atomic(run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    write_text(run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -366,9 +354,9 @@ def _save_epoch(run_dir: Path, record: dict, state: dict, improved: bool) -> Non
     """Append the epoch's log record, then write last.pt (and best.pt), each atomically."""
     with open(run_dir / LOG_FILE, "a") as file:
         file.write(json.dumps(record) + "\n")
-    save_atomic(state, run_dir / LAST)
+    save_torch(state, run_dir / LAST)
     if improved:
-        save_atomic(state, run_dir / BEST)
+        save_torch(state, run_dir / BEST)
 
 
 def format_record(record: dict) -> str:

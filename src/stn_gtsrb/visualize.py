@@ -17,8 +17,6 @@ the input that transformer looks at.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .classes import CLASS_NAMES
 from .data import Normalizer
 from .errors import StnError
+from .fileio import atomic_write
 from .models import ConvNet
 from .transformer import warp
 
@@ -152,25 +151,8 @@ def plot_transforms(model: ConvNet, images: torch.Tensor, labels: torch.Tensor, 
 
 # ---------------------------------------------------------------- files
 
-def _save_atomic(path: Path, write) -> Path:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-        os.close(handle)
-    except OSError as error:
-        raise StnError(f"cannot write {path}: {error}") from None
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except OSError as error:
-        Path(temp).unlink(missing_ok=True)
-        raise StnError(f"cannot write {path}: {error}") from None
-    return path
-
-
 def save_png(picture: Image.Image, path: Path | str) -> Path:
-    return _save_atomic(path, lambda temp: picture.save(temp, format="PNG"))
+    return atomic_write(path, lambda temp: picture.save(temp, format="PNG"))
 
 
 def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 120) -> Path:
@@ -181,7 +163,7 @@ def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 120) -
         canvas = Image.new("RGB", (width, height), (30, 30, 30))
         canvas.paste(frame, (0, 0))
         padded.append(canvas)
-    return _save_atomic(path, lambda temp: padded[0].save(temp, format="GIF", save_all=True,
+    return atomic_write(path, lambda temp: padded[0].save(temp, format="GIF", save_all=True,
                                                           append_images=padded[1:], duration=frame_ms, loop=0))
 
 
@@ -263,6 +245,17 @@ def track_animation(path, class_id: int | None = None, track: int | None = None,
             for i in range(len(frames))]
 
 
+def training_frames(run_dir: Path | str, stride: int = 1) -> list[Image.Image]:
+    """The frames a run recorded with ``--record-st`` (every ``stride``-th, and the last), in step order."""
+    if stride < 1:
+        raise StnError(f"--stride must be at least 1, got {stride}")
+    paths = sorted((Path(run_dir) / "st_frames").glob("step_*.png"))
+    if not paths:
+        raise StnError(f"{run_dir} has no recorded frames: train it with --record-st K")
+    kept = paths[::stride] + ([paths[-1]] if (len(paths) - 1) % stride else [])
+    return [Image.open(path).convert("RGB") for path in kept]
+
+
 class TrainingRecorder:
     """During epoch 1, every ``every`` steps, draws fixed images through the transformers.
 
@@ -335,7 +328,7 @@ def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None
     acc_axis.legend()
     acc_axis.grid(alpha=0.3)
     figure.tight_layout()
-    curves = _save_atomic(out_dir / "curves.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
+    curves = atomic_write(out_dir / "curves.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)
 
     model, cfg, normalizer = load_for_display(run_dir / BEST, device)
@@ -353,6 +346,6 @@ def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None
     text_axis.axis("off")
     text_axis.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
     figure.tight_layout()
-    confusion = _save_atomic(out_dir / "confusion.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
+    confusion = atomic_write(out_dir / "confusion.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)
     return [curves, confusion]

@@ -1,0 +1,50 @@
+"""Writing files atomically: a temporary file beside the target, then ``os.replace``.
+
+A reader never sees a half-written file, and a failed write leaves the old
+file as it was. Written files get mode 0644 (``mkstemp`` would leave 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import StnError
+
+PUBLIC_FILE_MODE = 0o644
+
+
+def atomic_write(path: Path | str, write: Callable[[str], None]) -> Path:
+    """Call ``write(temp_path)``, then move the result to ``path``; StnError if that is impossible."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+    except OSError as error:
+        raise StnError(f"cannot write {path}: {error}") from None
+    try:
+        write(temp)
+        os.chmod(temp, PUBLIC_FILE_MODE)
+        os.replace(temp, path)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        raise StnError(f"cannot write {path}: {error}") from None
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_torch(obj, path: Path | str) -> Path:
+    """``torch.save`` atomically."""
+    return atomic_write(path, lambda temp: torch.save(obj, temp))
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write a text file atomically."""
+    return atomic_write(path, lambda temp: Path(temp).write_text(text))
