@@ -45,6 +45,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -250,11 +251,10 @@ def run_ray(todo: list[TrainConfig], out_dir: Path, shown, grid: Grid, address: 
         from ray import tune
     except ImportError:
         raise StnError("the ray engine needs Ray Tune: pip install 'stn-gtsrb[ray]'") from None
-    from functools import partial
-
     ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    storage = str(Path(storage or out_dir / "ray").resolve()) if "://" not in str(storage or "") else storage
+    if storage is None or "://" not in storage:  # a local path: Tune wants it absolute
+        storage = str(Path(storage or out_dir / "ray").resolve())
     name = "stn-gtsrb-" + hashlib.sha256(json.dumps(grid.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     trainable = tune.with_resources(
         partial(_ray_trial, out_dir=str(out_dir.resolve()), threads=cpus_per_trial, cell_options=cell_options),
