@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stn_gtsrb import data
+from stn_gtsrb import TrainConfig, data, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STN_GTSRB_SHARED", REPO.parent / "shared" / "gtsrb"))
@@ -44,6 +44,17 @@ def data_env(prepared, shared_dir, monkeypatch):
     monkeypatch.setenv("STN_GTSRB_DATA", str(prepared))
     monkeypatch.setenv("STN_GTSRB_SOURCE", str(shared_dir))
     return prepared
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, prepared, shared_dir):
+    """Two tiny trained runs: with two transformers (and a recorded epoch 1), and without any."""
+    root = tmp_path_factory.mktemp("runs")
+    common = dict(net="lecun", cnn="4,8,16", n=500, epochs=1, optimizer="adam", lr=0.003, val=True)
+    train(TrainConfig(**common, st=True, locnet="4,4,8", locnet2="4,4,4"), root / "st", record_st=4,
+          data_dir=prepared, source=str(shared_dir), echo=lambda _: None)
+    train(TrainConfig(**common), root / "plain", data_dir=prepared, source=str(shared_dir), echo=lambda _: None)
+    return root
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from stn_gtsrb import TrainConfig, train
 from stn_gtsrb.classes import CLASS_NAMES
 from stn_gtsrb.visualize import (CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, compose, confusion_matrix, corners,
                                  most_confused)
@@ -51,17 +50,6 @@ def test_confusion_and_most_confused_pairs():
 def test_class_names():
     assert len(CLASS_NAMES) == 43 and len(set(CLASS_NAMES)) == 43
     assert CLASS_NAMES[14] == "stop" and CLASS_NAMES[0] == "speed limit 20"
-
-
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory, prepared, shared_dir):
-    """Two tiny trained runs: with two transformers (and a recorded epoch 1), and without any."""
-    root = tmp_path_factory.mktemp("runs")
-    common = dict(net="lecun", cnn="4,8,16", n=500, epochs=1, optimizer="adam", lr=0.003, val=True)
-    train(TrainConfig(**common, st=True, locnet="4,4,8", locnet2="4,4,4"), root / "st", record_st=4,
-          data_dir=prepared, source=str(shared_dir), echo=lambda _: None)
-    train(TrainConfig(**common), root / "plain", data_dir=prepared, source=str(shared_dir), echo=lambda _: None)
-    return root
 
 
 def run(*args: str, data_env) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@
     stn-gtsrb train [options]            train a network (options: TrainConfig's fields)
     stn-gtsrb eval RUN_OR_CHECKPOINT     accuracy of a saved model on a split
     stn-gtsrb plot|animate|report ...    pictures of what the transformers learn, training reports
+    stn-gtsrb predict IMAGE... -m RUN     top-k classes of image files
     stn-gtsrb bench GRID -o DIR          train and score every cell of a grid (table DIR: redo the table)
 
 Every user error (StnError) prints one line ``stn-gtsrb: error: ...`` and
@@ -19,14 +20,16 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, visualize
+import torch
+
+from . import __version__, predict, visualize
 from .archives import (ARCHIVES, DATA_DIR_ENV, SOURCE_ENV, default_data_dir, default_source, expected_hashes,
                        fetch_archives)
 from .bench import bench, write_table
 from .config import TrainConfig
 from .data import NUM_CLASSES, cache_path, load_tensors, prepare, select_split
 from .errors import StnError
-from .train import evaluate, train
+from .train import evaluate, load_trained, train
 
 
 SHORT_FLAGS = {"n": ("-n",), "epochs": ("-e",), "batch_size": ("-b",), "seed": ("-s",)}  # as main.lua
@@ -124,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--output", type=Path, default=None, help="directory for the PNGs (default: the run)")
     rp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _add_data_options(rp)
+
+    pr = commands.add_parser("predict", help="classify image files (any format and size) with a trained model")
+    pr.add_argument("images", nargs="+", type=Path, help="image files")
+    pr.add_argument("-m", "--model", type=Path, required=True,
+                    help="a run directory (its best.pt) or a .pt checkpoint")
+    pr.add_argument("--top-k", type=int, default=5, help="classes listed per image (default: 5)")
+    pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    pr.add_argument("--plot", type=Path, default=None, help="PNG: each image with its transformers' sampled regions")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
     be = commands.add_parser("bench", help="train and score every cell of a grid of options",
                              usage="stn-gtsrb bench GRID -o DIR [options]  |  stn-gtsrb bench table DIR")
@@ -228,6 +240,23 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    model, cfg, normalizer = load_trained(args.model, args.device)
+    names, images, errors = predict.read_images(args.images, cfg.image_size)
+    for error in errors:
+        _print_err(f"stn-gtsrb: error: {error}")
+    tops = predict.predict_images(model, normalizer, images, args.top_k)
+    predictions = [predict.Prediction(name, top) for name, top in zip(names, tops)]
+    print(json.dumps([p.to_dict() for p in predictions]) if args.json else predict.format_table(predictions))
+    if args.plot and predictions:
+        best = torch.tensor([p.top[0][0] for p in predictions])
+        captions = [f"{Path(p.file).name}: {visualize.class_caption(p.top[0][0])} ({p.top[0][1]:.1%})"
+                    for p in predictions]
+        picture = visualize.plot_transforms(model, images, best, normalizer, captions=captions)
+        _print_err(f"wrote {visualize.save_png(picture, args.plot)}")
+    return 2 if errors else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     if args.target[0] == "table":
         if len(args.target) != 2:
@@ -245,9 +274,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
-                "plot": cmd_plot, "animate": cmd_animate, "report": cmd_report}
+                "plot": cmd_plot, "animate": cmd_animate, "report": cmd_report, "predict": cmd_predict}
     try:
-        handlers[args.command](args)
+        return handlers[args.command](args) or 0
     except StnError as error:
         print(f"stn-gtsrb: error: {error}", file=sys.stderr)
         return 2
@@ -257,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -98,14 +98,22 @@ def _read_csv(archive: zipfile.ZipFile, name: str) -> list[dict[str, str]]:
     return rows
 
 
+def decode_resized(source, size: int) -> np.ndarray:
+    """Any image Pillow reads (a path or a file object) as ``(size, size, 3)`` uint8 RGB.
+
+    The whole image is resized (bilinear, aspect ratio not kept), as in the
+    original work. Raises OSError/ValueError for unreadable data.
+    """
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BILINEAR)
+        return np.asarray(image)
+
+
 def _decode_image(archive: zipfile.ZipFile, name: str, size: int) -> np.ndarray:
-    data = _read_member(archive, name)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.BILINEAR)
-            return np.asarray(image)
+        return decode_resized(io.BytesIO(_read_member(archive, name)), size)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise StnError(f"{archive.filename}: cannot decode image {name}: {error}") from None
 

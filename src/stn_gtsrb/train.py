@@ -217,6 +217,13 @@ def model_from_checkpoint(checkpoint: dict, path: str = "checkpoint") -> tuple[C
     return model, cfg
 
 
+def load_trained(path: Path | str, device: str = "cpu") -> tuple[ConvNet, TrainConfig, Normalizer]:
+    """(model in eval mode on ``device``, its config, its normaliser) from a checkpoint or run directory."""
+    checkpoint = load_checkpoint(path)
+    model, cfg = model_from_checkpoint(checkpoint, str(path))
+    return model.to(resolve_device(device)).eval(), cfg, Normalizer.from_state_dict(checkpoint["normalizer"])
+
+
 def make_checkpoint(cfg, model, optimizer, normalizer, epoch, step, metrics, best) -> dict:
     return {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "rng": torch.get_rng_state(),

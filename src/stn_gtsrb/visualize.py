@@ -27,6 +27,7 @@ from .data import Normalizer
 from .errors import StnError
 from .fileio import atomic_write
 from .models import ConvNet
+from .train import load_trained
 from .transformer import warp
 
 DOT_COLOURS = ((255, 255, 255), (255, 220, 0), (0, 220, 255), (255, 80, 255))  # one per transformer
@@ -169,15 +170,6 @@ def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 120) -
 
 # ---------------------------------------------------------------- from checkpoints
 
-def load_for_display(path: Path | str, device: str = "cpu"):
-    """(model in eval mode, config, normaliser) from a checkpoint or a run directory's best.pt."""
-    from .train import load_checkpoint, model_from_checkpoint, resolve_device
-
-    checkpoint = load_checkpoint(path)
-    model, cfg = model_from_checkpoint(checkpoint, str(path))
-    return model.to(resolve_device(device)).eval(), cfg, Normalizer.from_state_dict(checkpoint["normalizer"])
-
-
 def _split_tensors(cfg, split: str, data_dir=None, source=None):
     from .data import load_tensors, select_split
 
@@ -195,7 +187,7 @@ def warn_if_no_transformers(model: ConvNet, echo) -> None:
 def plot_checkpoint(path, count: int = 8, split: str = "test", indices: list[int] | None = None, seed: int = 0,
                     scale: int = 4, data_dir=None, source=None, echo=print) -> Image.Image:
     """``stn-gtsrb plot``: ``count`` random (seeded) or chosen images of a split."""
-    model, cfg, normalizer = load_for_display(path)
+    model, cfg, normalizer = load_trained(path)
     warn_if_no_transformers(model, echo)
     tensors = _split_tensors(cfg, split, data_dir, source)
     if indices is None:
@@ -235,7 +227,7 @@ def pick_track(cfg, class_id: int | None = None, track: int | None = None, data_
 def track_animation(path, class_id: int | None = None, track: int | None = None, scale: int = 4,
                     data_dir=None, source=None, echo=print) -> list[Image.Image]:
     """``stn-gtsrb animate``: one frame per image of a track, with corner dots and transformer views."""
-    model, cfg, normalizer = load_for_display(path)
+    model, cfg, normalizer = load_trained(path)
     warn_if_no_transformers(model, echo)
     track, frames = pick_track(cfg, class_id, track, data_dir, source)
     predicted, regions = transformer_views(model, frames.images, normalizer)
@@ -331,7 +323,7 @@ def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None
     curves = atomic_write(out_dir / "curves.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)
 
-    model, cfg, normalizer = load_for_display(run_dir / BEST, device)
+    model, cfg, normalizer = load_trained(run_dir / BEST, device)
     data = load_device_data(cfg, next(model.parameters()).device, data_dir, source, normalizer=normalizer,
                             splits=("test",))
     images, labels = data.splits["test"]

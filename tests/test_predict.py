@@ -1,0 +1,67 @@
+"""``stn-gtsrb predict``: image files of any format and size, top-k, JSON, plot, unreadable files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from stn_gtsrb.classes import CLASS_NAMES
+from stn_gtsrb.train import load_trained, predict
+
+CLI = [sys.executable, "-m", "stn_gtsrb.cli", "predict"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_predict_matches_the_trained_pipeline_on_files_of_any_format(tiny_runs, official, tmp_path):
+    model, _, normalizer = load_trained(tiny_runs / "st")
+    images = official["test"].images[:3]
+    expected = predict(model, normalizer(images)).tolist()
+    files = []
+    for i, suffix in enumerate(["ppm", "png", "jpg"]):
+        path = tmp_path / f"sign{i}.{suffix}"
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(path)  # 32×32, the model's size
+        files.append(str(path))
+    result = run(*files, "-m", str(tiny_runs / "st"), "--top-k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)
+    assert [p["file"] for p in predictions] == files
+    for prediction, wanted in zip(predictions[:2], expected[:2]):  # lossless formats: the exact pipeline
+        assert prediction["top"][0]["class"] == wanted
+    for prediction in predictions:
+        probabilities = [t["probability"] for t in prediction["top"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+        assert 0 < sum(probabilities) <= 1 + 1e-6
+        assert all(t["name"] == CLASS_NAMES[t["class"]] for t in prediction["top"])
+
+
+def test_unreadable_files_get_one_line_each_and_the_others_are_predicted(tiny_runs, official, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray(official["test"].images[0].permute(1, 2, 0).numpy()).resize((250, 120)).save(big)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    plot = tmp_path / "plot.png"
+    result = run(str(bad), str(big), str(tmp_path / "missing.jpg"), "-m", str(tiny_runs / "st"), "--plot", str(plot))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("stn-gtsrb: error:")]
+    assert len(errors) == 2
+    assert f"cannot read image {bad}" in errors[0] and "missing.jpg" in errors[1]
+    table = result.stdout.splitlines()
+    assert table[0].split() == ["file", "rank", "class", "probability", "name"]
+    assert len(table) == 1 + 5 and table[1].startswith(str(big))
+    assert Image.open(plot).size[0] == 4 + 3 * (32 * 4 + 4)  # input + two transformer views
+
+
+def test_bad_top_k_and_missing_model(tiny_runs, tmp_path):
+    image = tmp_path / "x.png"
+    Image.new("RGB", (20, 20)).save(image)
+    result = run(str(image), "-m", str(tiny_runs / "st"), "--top-k", "50")
+    assert result.returncode == 2 and "--top-k must be between 1 and 43, got 50" in result.stderr
+    result = run(str(image), "-m", str(tmp_path / "none"))
+    assert result.returncode == 2 and "not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
