@@ -197,23 +197,27 @@ def _read_cache(path: Path, size: int, hashes: dict[str, str]) -> dict | None:
     return content
 
 
-def prepare(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
-            download: bool = False, rebuild: bool = False, show_progress: bool = True) -> Path:
-    """Make sure the cache for ``size`` exists and is current; return its path."""
-    _check_size(size)
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
-    source = source or default_source()
-    path = cache_path(data_dir, size)
-    if not rebuild and _read_cache(path, size, expected_hashes(source, data_dir)) is not None:
-        return path
+def _build_cache(size: int, data_dir: Path, source: str, download: bool, show_progress: bool) -> dict:
+    """Fetch and verify the archives, decode both splits, write the cache; return its content."""
     paths, hashes = fetch_archives(source, data_dir, download, show_progress)
     content = {
         "key": {"format": FORMAT_VERSION, "size": size, "archives": hashes},
         "train": decode_training(paths["train"], size).to_dict(),
         "test": decode_test(paths["test_images"], paths["test_labels"], size).to_dict(),
     }
-    save_torch(content, path)
-    return path
+    save_torch(content, cache_path(data_dir, size))
+    return content
+
+
+def prepare(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
+            download: bool = False, rebuild: bool = False, show_progress: bool = True) -> Path:
+    """Make sure the cache for ``size`` exists and is current; return its path."""
+    _check_size(size)
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    source = source or default_source()
+    if rebuild or _read_cache(cache_path(data_dir, size), size, expected_hashes(source, data_dir)) is None:
+        _build_cache(size, data_dir, source, download, show_progress)
+    return cache_path(data_dir, size)
 
 
 def load_tensors(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
@@ -222,13 +226,9 @@ def load_tensors(size: int = 32, data_dir: Path | str | None = None, source: str
     _check_size(size)
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     source = source or default_source()
-    hashes = expected_hashes(source, data_dir)
-    content = _read_cache(cache_path(data_dir, size), size, hashes)
+    content = _read_cache(cache_path(data_dir, size), size, expected_hashes(source, data_dir))
     if content is None:
-        prepare(size, data_dir, source, download, rebuild=True)
-        content = _read_cache(cache_path(data_dir, size), size, hashes)
-        if content is None:  # the archives' hashes differ from the expected ones
-            raise StnError(f"cache {cache_path(data_dir, size)} does not match the source {source}")
+        content = _build_cache(size, data_dir, source, download, show_progress=True)
     return {split: GTSRBTensors(**content[split]) for split in ("train", "test")}
 
 
