@@ -289,36 +289,42 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _cells(records: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """(config without its seed, latest record of each of its runs) per cell, in first-seen order."""
+    cells: dict[str, tuple[dict, list[dict]]] = {}
+    for record in {r["id"]: r for r in records}.values():
+        config = {k: v for k, v in record["config"].items() if k != "seed"}
+        cells.setdefault(json.dumps(config, sort_keys=True), (config, []))[1].append(record)
+    return list(cells.values())
+
+
+def _summary(config: dict, runs: list[dict], varying: list[str]) -> dict:
+    """One table row: its cells, and the values it sorts by (smaller first)."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    test = [r["test_acc"] for r in ok]
+    val = [r["val_acc"] for r in ok if r.get("val_acc") is not None]
+    seconds = statistics.mean(r["seconds"] for r in ok) if ok else None
+    failed = len(runs) - len(ok)
+    cells = [str(config[k]) for k in varying] + [
+        _mean_std(test) + (f" ({failed} failed)" if failed else ""), _mean_std(val), str(config["epochs"]),
+        f"{seconds:.0f}" if ok else "-", f"{ok[0]['parameters']:,}" if ok else "-", str(len(runs))]
+    worst = float("inf")
+    order = {"test": -statistics.mean(test) if test else worst, "val": -statistics.mean(val) if val else worst,
+             "time": seconds if ok else worst, "none": 0}
+    return {"cells": cells, "order": order}
+
+
 def format_table(records: list[dict], sort: str = "test") -> str:
     """Markdown: one row per cell (seeds pooled), columns for the options that vary."""
     if sort not in SORT_KEYS:
         raise StnError(f"unknown sort key {sort!r}; valid: {', '.join(SORT_KEYS)}")
-    latest = {r["id"]: r for r in records}.values()
-    cells: dict[str, list[dict]] = {}
-    for record in latest:
-        key = json.dumps({k: v for k, v in record["config"].items() if k != "seed"}, sort_keys=True)
-        cells.setdefault(key, []).append(record)
-    configs = [json.loads(key) for key in cells]
+    cells = _cells(records)
+    configs = [config for config, _ in cells]
     varying = [k for k in (configs[0] if configs else {}) if len({json.dumps(c[k]) for c in configs}) > 1]
-    rows = []
-    for config, runs in zip(configs, cells.values()):
-        ok = [r for r in runs if r["status"] == "ok"]
-        test = [r["test_acc"] for r in ok]
-        val = [r["val_acc"] for r in ok if r.get("val_acc") is not None]
-        failed = [r["error"] for r in runs if r["status"] != "ok"]
-        rows.append({"options": [str(config[k]) for k in varying], "test": test, "val": val,
-                     "cells": [_mean_std(test) + (f" ({len(failed)} failed)" if failed else ""), _mean_std(val),
-                               str(config["epochs"]),
-                               f"{statistics.mean(r['seconds'] for r in ok):.0f}" if ok else "-",
-                               f"{ok[0]['parameters']:,}" if ok else "-", str(len(runs))],
-                     "time": statistics.mean(r["seconds"] for r in ok) if ok else float("inf")})
-    if sort in ("test", "val"):
-        rows.sort(key=lambda row: -statistics.mean(row[sort]) if row[sort] else float("inf"))
-    elif sort == "time":
-        rows.sort(key=lambda row: row["time"])
+    rows = sorted((_summary(config, runs, varying) for config, runs in cells), key=lambda row: row["order"][sort])
     header = [*varying, "test acc (%)", "val acc (%)", "epochs", "time (s)", "parameters", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row["options"] + row["cells"]) + " |" for row in rows]
+    lines += ["| " + " | ".join(row["cells"]) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
