@@ -246,14 +246,19 @@ def validation_tracks(tensors: GTSRBTensors, seed: int) -> torch.Tensor:
     return torch.cat(chosen)
 
 
+def check_split(split: str) -> None:
+    """StnError unless ``split`` is one of ``SPLITS`` (checked before anything is loaded)."""
+    if split not in SPLITS:
+        raise StnError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+
+
 def select_split(official: dict[str, GTSRBTensors], split: str, val_seed: int = 1) -> GTSRBTensors:
     """Cut one of ``SPLITS`` out of the official train/test tensors.
 
     ``val`` holds out one whole track per class (about 1,290 images), chosen by
     ``val_seed``; ``train_without_val`` is the rest of the training set.
     """
-    if split not in SPLITS:
-        raise StnError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    check_split(split)
     if split in ("train", "test"):
         return official[split]
     train = official["train"]
@@ -264,8 +269,7 @@ def select_split(official: dict[str, GTSRBTensors], split: str, val_seed: int = 
 def load_split(split: str, size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
                download: bool = False, val_seed: int = 1) -> GTSRBTensors:
     """The fast path: one split as whole tensors (see :class:`GTSRBTensors`)."""
-    if split not in SPLITS:
-        raise StnError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    check_split(split)
     return select_split(load_tensors(size, data_dir, source, download), split, val_seed)
 
 
@@ -337,8 +341,7 @@ class GTSRB(torch.utils.data.Dataset):
 
     def __init__(self, root=None, split: str = "train", size: int = 32, download: bool = False,
                  transform=None, source: str | None = None, val_seed: int = 1):
-        if split not in SPLITS:
-            raise StnError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        check_split(split)
         self.split, self.size, self.transform = split, size, transform
         self.data = load_split(split, size, root, source, download, val_seed)
 

@@ -375,13 +375,18 @@ def format_record(record: dict) -> str:
 
 # ---------------------------------------------------------------- evaluation
 
+def require_val_if_asked(cfg: TrainConfig, split: str) -> None:
+    """StnError if ``split`` is the validation split of a run trained without one."""
+    if split == "val" and not cfg.val:
+        raise StnError("this run was trained without --val, so it has no validation split")
+
+
 def evaluate(path: Path | str, split: str = "test", device: str = "auto", data_dir=None, source=None,
              download: bool = False, bf16: bool = False) -> dict:
     """Accuracy of a checkpoint (or a run directory's best.pt) on a split."""
     checkpoint = load_checkpoint(path)
     model, cfg = model_from_checkpoint(checkpoint, str(path))
-    if split == "val" and not cfg.val:
-        raise StnError("this run was trained without --val, so it has no validation split")
+    require_val_if_asked(cfg, split)
     if split not in ("train", "val", "test"):
         raise StnError(f"unknown split {split!r}; valid: train, val, test")
     dev = resolve_device(device)

@@ -27,7 +27,7 @@ from .data import Normalizer
 from .errors import StnError
 from .fileio import atomic_write
 from .models import ConvNet
-from .train import load_trained
+from .train import load_trained, require_val_if_asked
 from .transformer import warp
 
 DOT_COLOURS = ((255, 255, 255), (255, 220, 0), (0, 220, 255), (255, 80, 255))  # one per transformer
@@ -174,8 +174,7 @@ def _split_tensors(cfg, split: str, data_dir=None, source=None):
     from .data import load_tensors, select_split
 
     official = load_tensors(cfg.image_size, data_dir, source)
-    if split == "val" and not cfg.val:
-        raise StnError("this run was trained without --val, so it has no validation split")
+    require_val_if_asked(cfg, split)
     return select_split(official, split, cfg.seed)
 
 
