@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stn_gtsrb import bench
+from stn_gtsrb import TrainConfig, bench
 from stn_gtsrb.errors import StnError
 
 GRID = """
@@ -176,3 +177,8 @@ def test_torn_last_line_is_skipped_and_mended(tmp_path):
     assert [r["id"] for r in bench.read_records(tmp_path)] == ["a"]
     bench.append_record(tmp_path, {"id": "c", "status": "ok"})
     assert [r["id"] for r in bench.read_records(tmp_path)] == ["a", "c"]
+
+
+def test_run_ids_hash_only_the_options_that_differ_from_their_defaults():
+    expected = hashlib.sha256(json.dumps({"lr": 0.1, "net": "idsia"}, sort_keys=True).encode()).hexdigest()[:12]
+    assert bench.run_id(TrainConfig(net="idsia", lr=0.1, epochs=TrainConfig().epochs)) == expected

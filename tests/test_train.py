@@ -81,6 +81,29 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(data_env, tmp_path):
     assert [r["test_acc"] for r in read_log(killed)] == [r["test_acc"] for r in read_log(tmp_path / "full")]
 
 
+def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path):
+    cfg = {**TINY, "epochs": 2, "n": 500}
+    plain = train(TrainConfig(**cfg), tmp_path / "plain", echo=quiet)
+    jitter = {**cfg, "jitter_rot": 10.0, "jitter_scale": 0.1, "jitter_shift": 0.1}
+    full = train(TrainConfig(**jitter), tmp_path / "full", echo=quiet)
+    assert read_log(tmp_path / "full")[0]["train_loss"] != read_log(tmp_path / "plain")[0]["train_loss"]
+    train(TrainConfig(**{**jitter, "epochs": 1}), tmp_path / "split", echo=quiet)  # as if killed after epoch 1:
+    config = tmp_path / "split" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": 2}))
+    (tmp_path / "split" / "result.json").unlink()
+    resumed = train(TrainConfig(**jitter), tmp_path / "split", resume=True, echo=quiet)
+    assert resumed["test_acc"] == full["test_acc"] != plain["test_acc"]
+
+
+def test_a_run_saved_before_an_option_existed_still_resumes(data_env, tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "n": 300})
+    train(cfg, tmp_path / "run", echo=quiet)
+    config = tmp_path / "run" / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items()
+                                  if not k.startswith("jitter")}))
+    assert train(cfg, tmp_path / "run", resume=True, echo=quiet)["epochs"] == 1
+
+
 def test_script_mode_prints_the_test_accuracy_last(data_env, tmp_path):
     result = run_cli("train", "-o", str(tmp_path / "run"), "--script", *cli_args({**TINY, "epochs": 1}))
     assert result.returncode == 0, result.stderr
@@ -124,6 +147,8 @@ def test_learning_rate_schedules():
     (["--rot", "--st", "--locnet", "4,4"], "--locnet must be 3 comma-separated positive integers"),
     (["--bf16", "--device", "cpu", "-n", "100", "--cnn", "2,2,2"], "--bf16 needs a CUDA device"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--jitter-scale", "1.5"], "--jitter-scale must be below 1, got 1.5"),
+    (["--jitter-rot", "-5"], "--jitter-rot must not be negative, got -5.0"),
     (["-n", "50000"], "-n 50000 is larger than the training split (39209 images)"),
 ])
 def test_bad_options_give_one_line_and_exit_2(data_env, tmp_path, args, message):

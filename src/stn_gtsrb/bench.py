@@ -147,7 +147,10 @@ def describe(options: dict, keys) -> str:
 
 
 def run_id(cfg: TrainConfig) -> str:
-    return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:12]
+    """A short hash of the options that differ from their defaults (stable when options are added)."""
+    default = TrainConfig().to_dict()
+    changed = {name: value for name, value in cfg.to_dict().items() if value != default[name]}
+    return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- records

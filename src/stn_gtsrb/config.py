@@ -60,6 +60,9 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, "L2 weight decay")
     momentum: float = _opt(0.0, "momentum (sgd, nesterov, rmsprop)")
     locnet_lr_mult: float = _opt(1.0, "learning-rate multiplier for the localisation nets")
+    jitter_rot: float = _opt(0.0, "augmentation: random rotation of each training image within ± this many degrees")
+    jitter_scale: float = _opt(0.0, "augmentation: random scale factor within 1 ± this")
+    jitter_shift: float = _opt(0.0, "augmentation: random shift of each axis within ± this fraction of the side")
     seed: int = _opt(1, "random seed (model init, batch order, subset, validation tracks)")
 
     # ------------------------------------------------------------------ derived
@@ -72,6 +75,10 @@ class TrainConfig:
         chosen = [name for flag, name in ((self.rot, "rotation"), (self.sca, "scale"), (self.tra, "translation"))
                   if flag]
         return "+".join(chosen) or "affine"
+
+    @property
+    def augments(self) -> bool:
+        return bool(self.jitter_rot or self.jitter_scale or self.jitter_shift)
 
     @property
     def transformers(self) -> dict[int, str]:
@@ -98,9 +105,12 @@ class TrainConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma"):
+        for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma", "jitter_rot", "jitter_scale",
+                     "jitter_shift"):
             if getattr(self, name) < 0:
                 raise StnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.jitter_scale >= 1:
+            raise StnError(f"--jitter-scale must be below 1, got {self.jitter_scale}")
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")
         parse_widths(self.widths, 4 if self.net == "idsia" else 3, f"--cnn for {self.net}")

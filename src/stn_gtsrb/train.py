@@ -1,9 +1,11 @@
 """Training and evaluation: the loop, run directories, checkpoints, resume.
 
 The whole normalised dataset lives on the device as one float tensor; each
-epoch draws a permutation from a generator seeded by ``(seed, epoch)`` and
-takes batches by index, so no DataLoader or per-image Python work is in the
-loop, and a resumed run sees exactly the batches an uninterrupted one would.
+epoch draws a permutation (and, with the ``jitter_*`` options, one random
+similarity transform per image, applied to each batch on the device with the
+transformer's sampler) from a generator seeded by ``(seed, epoch)`` and takes
+batches by index, so no DataLoader or per-image Python work is in the loop,
+and a resumed run sees exactly the batches an uninterrupted one would.
 
 A run directory holds::
 
@@ -39,6 +41,7 @@ from .data import GTSRBTensors, Normalizer, fit_normalizer, load_tensors, select
 from .errors import StnError
 from .fileio import save_torch, write_text
 from .models import ConvNet, create_model
+from .transformer import random_thetas, warp
 
 CHECKPOINT_FORMAT = 1
 EVAL_BATCH = 500  # images per forward pass when evaluating
@@ -157,8 +160,10 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
 
     ``on_step(done, total)``, if given, is called before the first step and after every step.
     """
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-    order = order.to(images.device)
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(labels), generator=generator).to(images.device)
+    jitter = (random_thetas(len(labels), cfg.jitter_rot, cfg.jitter_scale, cfg.jitter_shift, generator)
+              .to(images.device) if cfg.augments else None)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
@@ -173,6 +178,8 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
             group["lr"] = lr * group["lr_mult"]
         index = order[start:start + cfg.batch_size]
         x, y = images[index], labels[index]
+        if jitter is not None:
+            x = warp(x, jitter[start:start + cfg.batch_size])
         with autocast_for(images.device, bf16):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -248,7 +255,7 @@ def _open_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) ->
         return None
     if not resume:
         raise StnError(f"{run_dir} already holds a run: use --resume to continue it or --overwrite to start again")
-    saved = json.loads(config_path.read_text())
+    saved = TrainConfig.from_dict(json.loads(config_path.read_text())).to_dict()  # new options: defaults
     if saved != cfg.to_dict():
         differing = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
         raise StnError(f"{run_dir} belongs to another config (differs in: {', '.join(differing)})")
