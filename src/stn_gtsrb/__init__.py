@@ -3,6 +3,9 @@
 Python API::
 
     from stn_gtsrb import GTSRB, load_split, create_model, TrainConfig, train
+
+    model, cfg, normalizer = load_pretrained()   # the shipped two-transformer net
+    logits = model(normalizer(images_uint8))     # (N, 3, 32, 32) -> (N, 43)
 """
 
 __version__ = "0.1.0"
@@ -11,7 +14,14 @@ from .config import TrainConfig  # noqa: E402
 from .data import GTSRB, load_split, prepare  # noqa: E402
 from .errors import StnError  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
-from .train import evaluate, train  # noqa: E402
+from .train import evaluate, export, load_trained, train  # noqa: E402
+from .weights import pretrained_path  # noqa: E402
 
-__all__ = ["GTSRB", "StnError", "TrainConfig", "create_model", "evaluate", "list_models", "load_split",
-           "prepare", "train"]
+
+def load_pretrained(device: str = "cpu"):
+    """(model in eval mode, its TrainConfig, its Normalizer) of the weights shipped with the package."""
+    return load_trained(pretrained_path(), device)
+
+
+__all__ = ["GTSRB", "StnError", "TrainConfig", "create_model", "evaluate", "export", "list_models", "load_pretrained",
+           "load_split", "load_trained", "prepare", "pretrained_path", "train"]

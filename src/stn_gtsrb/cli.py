@@ -2,9 +2,10 @@
 
     stn-gtsrb data prepare|info|verify   fetch, check and cache the dataset
     stn-gtsrb train [options]            train a network (options: TrainConfig's fields)
-    stn-gtsrb eval RUN_OR_CHECKPOINT     accuracy of a saved model on a split
+    stn-gtsrb eval RUN | --pretrained    accuracy of a saved (or the shipped) model on a split
     stn-gtsrb plot|animate|report ...    pictures of what the transformers learn, training reports
-    stn-gtsrb predict IMAGE... -m RUN     top-k classes of image files
+    stn-gtsrb predict IMAGE... [-m RUN]  top-k classes of image files (default: the shipped model)
+    stn-gtsrb export RUN -o F.safetensors  a trained model as a weights file
     stn-gtsrb bench GRID -o DIR          train and score every cell of a grid (table DIR: redo the table)
 
 Every user error (StnError) prints one line ``stn-gtsrb: error: ...`` and
@@ -29,7 +30,8 @@ from .bench import bench, write_table
 from .config import TrainConfig
 from .data import NUM_CLASSES, cache_path, load_tensors, prepare, select_split
 from .errors import StnError
-from .train import evaluate, load_trained, train
+from .train import evaluate, export, load_trained, train
+from .weights import pretrained_path
 
 
 SHORT_FLAGS = {"n": ("-n",), "epochs": ("-e",), "batch_size": ("-b",), "seed": ("-s",)}  # as main.lua
@@ -56,8 +58,21 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                                help=f"{help_text} (default: {f.default!r})")
 
 
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                        help="a run directory (its best.pt), a .pt checkpoint or a .safetensors weights file")
+    parser.add_argument("--pretrained", action="store_true", help="use the model shipped with the package")
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    """The checkpoint named on the command line, or the shipped weights with --pretrained."""
+    if args.pretrained == (args.checkpoint is not None):
+        raise StnError("give a checkpoint (run directory, .pt or .safetensors file) or --pretrained, one of the two")
+    return pretrained_path() if args.pretrained else args.checkpoint
+
+
 def _add_picture_options(parser: argparse.ArgumentParser, kind: str) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
+    _add_model_options(parser)
     parser.add_argument("-o", "--output", type=Path, required=True, help=f"{kind} file to write")
     parser.add_argument("--scale", type=int, default=4, help="enlargement factor (default: 4)")
     _add_data_options(parser)
@@ -97,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(tr)
 
     ev = commands.add_parser("eval", help="accuracy of a saved model")
-    ev.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
+    _add_model_options(ev)
     ev.add_argument("--split", default="test", help="train, val or test (default: test)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -130,12 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = commands.add_parser("predict", help="classify image files (any format and size) with a trained model")
     pr.add_argument("images", nargs="+", type=Path, help="image files")
-    pr.add_argument("-m", "--model", type=Path, required=True,
-                    help="a run directory (its best.pt) or a .pt checkpoint")
+    pr.add_argument("-m", "--model", type=Path, default=None,
+                    help="a run directory (its best.pt), a .pt checkpoint or a .safetensors weights file "
+                         "(default: the model shipped with the package)")
     pr.add_argument("--top-k", type=int, default=5, help="classes listed per image (default: 5)")
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
     pr.add_argument("--plot", type=Path, default=None, help="PNG: each image with its transformers' sampled regions")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
+    ex = commands.add_parser("export", help="write a trained model as a .safetensors weights file")
+    ex.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
+    ex.add_argument("-o", "--output", type=Path, required=True, help="the .safetensors file to write")
+    ex.add_argument("--full-precision", action="store_true", help="keep float32 parameters (default: float16)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     be = commands.add_parser("bench", help="train and score every cell of a grid of options",
                              usage="stn-gtsrb bench GRID -o DIR [options]  |  stn-gtsrb bench table DIR")
@@ -201,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    result = evaluate(args.checkpoint, args.split, args.device, args.data_dir, args.source)
+    result = evaluate(_model_path(args), args.split, args.device, args.data_dir, args.source)
     if args.json:
         print(json.dumps(result))
     else:
@@ -220,7 +242,7 @@ def _check_scale(scale: int) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> None:
     _check_scale(args.scale)
-    picture = visualize.plot_checkpoint(args.checkpoint, args.count, args.split, args.indices, args.seed,
+    picture = visualize.plot_checkpoint(_model_path(args), args.count, args.split, args.indices, args.seed,
                                         args.scale, args.data_dir, args.source, echo=_print_err)
     print(f"wrote {visualize.save_png(picture, args.output)} ({picture.width}x{picture.height})")
 
@@ -228,9 +250,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_animate(args: argparse.Namespace) -> None:
     _check_scale(args.scale)
     if args.training:
-        frames = visualize.training_frames(args.checkpoint, args.stride)
+        frames = visualize.training_frames(_model_path(args), args.stride)
     else:
-        frames = visualize.track_animation(args.checkpoint, args.class_id, args.track, args.scale, args.data_dir,
+        frames = visualize.track_animation(_model_path(args), args.class_id, args.track, args.scale, args.data_dir,
                                            args.source, echo=_print_err)
     print(f"wrote {visualize.save_gif(frames, args.output, args.frame_ms)} ({len(frames)} frames)")
 
@@ -241,7 +263,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model, cfg, normalizer = load_trained(args.model, args.device)
+    model, cfg, normalizer = load_trained(args.model or pretrained_path(), args.device)
     names, images, errors = predict.read_images(args.images, cfg.image_size)
     for error in errors:
         _print_err(f"stn-gtsrb: error: {error}")
@@ -255,6 +277,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         picture = visualize.plot_transforms(model, images, best, normalizer, captions=captions)
         _print_err(f"wrote {visualize.save_png(picture, args.plot)}")
     return 2 if errors else 0
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    path = export(args.checkpoint, args.output, half=not args.full_precision, overwrite=args.overwrite)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -274,7 +301,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
-                "plot": cmd_plot, "animate": cmd_animate, "report": cmd_report, "predict": cmd_predict}
+                "plot": cmd_plot, "animate": cmd_animate, "report": cmd_report, "predict": cmd_predict,
+                "export": cmd_export}
     try:
         return handlers[args.command](args) or 0
     except StnError as error:

@@ -45,11 +45,28 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, **options) -> "ConvNet":
-    """Build the registered network ``name`` with keyword ``options``."""
+def create_model(name: str, pretrained: bool = False, **options) -> "ConvNet":
+    """Build the registered network ``name`` with keyword ``options``.
+
+    ``pretrained=True`` builds it as the weights shipped with the package were
+    trained (transformers included) and loads them; ``options`` given with it
+    must agree with that configuration. Its inputs must be normalised with the
+    shipped normaliser: ``stn_gtsrb.load_pretrained()`` returns both.
+    """
     if name not in _REGISTRY:
         raise StnError(f"unknown network {name!r}; valid: {', '.join(list_models())}")
-    return _REGISTRY[name](**options)
+    if not pretrained:
+        return _REGISTRY[name](**options)
+    from .train import load_checkpoint, model_from_checkpoint  # train imports this module
+    from .weights import pretrained_path
+
+    model, cfg = model_from_checkpoint(load_checkpoint(pretrained_path(name)), f"pretrained {name}")
+    shipped = cfg.model_options()
+    differing = sorted(key for key, value in options.items() if key not in shipped or shipped[key] != value)
+    if differing:
+        raise StnError(f"the pretrained {name} weights were trained with "
+                       f"{', '.join(f'{k}={shipped.get(k)!r}' for k in differing)}; drop those options")
+    return model
 
 
 def parse_widths(spec: str | tuple | list, count: int, what: str) -> tuple[int, ...]:

@@ -42,6 +42,7 @@ from .errors import StnError
 from .fileio import save_torch, write_text
 from .models import ConvNet, create_model
 from .transformer import random_thetas, warp
+from .weights import SUFFIX, export_weights, read_weights
 
 CHECKPOINT_FORMAT = 1
 EVAL_BATCH = 500  # images per forward pass when evaluating
@@ -199,12 +200,14 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
 # ---------------------------------------------------------------- checkpoints
 
 def load_checkpoint(path: Path | str) -> dict:
-    """Read a checkpoint with ``weights_only=True``, raising StnError if it is not one of ours."""
+    """Read a checkpoint (``weights_only=True``) or a weights file; StnError if it is not one of ours."""
     path = Path(path)
     if path.is_dir():
         path = path / BEST
     if not path.exists():
         raise StnError(f"checkpoint {path} not found")
+    if path.suffix == SUFFIX:
+        return read_weights(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -229,6 +232,16 @@ def load_trained(path: Path | str, device: str = "cpu") -> tuple[ConvNet, TrainC
     checkpoint = load_checkpoint(path)
     model, cfg = model_from_checkpoint(checkpoint, str(path))
     return model.to(resolve_device(device)).eval(), cfg, Normalizer.from_state_dict(checkpoint["normalizer"])
+
+
+def export(path: Path | str, output: Path | str, half: bool = True, overwrite: bool = False) -> Path:
+    """Write a checkpoint's (or run directory's best.pt) model as a weights file (see weights.py)."""
+    output = Path(output)
+    if output.suffix != SUFFIX:
+        raise StnError(f"weights file names end in {SUFFIX}, got {output.name}")
+    if output.exists() and not overwrite:
+        raise StnError(f"{output} exists: use --overwrite to replace it")
+    return export_weights(load_checkpoint(path), output, half)
 
 
 def make_checkpoint(cfg, model, optimizer, normalizer, epoch, step, metrics, best) -> dict:

@@ -1,0 +1,117 @@
+"""Weights files (export, read, half precision) and the model shipped with the package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from stn_gtsrb import TrainConfig, create_model, evaluate, export, load_pretrained, train, weights
+from stn_gtsrb.errors import StnError
+from stn_gtsrb.train import load_checkpoint
+
+CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_full_precision_export_evaluates_exactly_like_the_checkpoint(tiny_runs, data_env, tmp_path):
+    path = export(tiny_runs / "st", tmp_path / "st.safetensors", half=False)
+    assert evaluate(path, "test") == evaluate(tiny_runs / "st", "test")
+    checkpoint, exported = load_checkpoint(tiny_runs / "st"), load_checkpoint(path)
+    assert exported["config"] == checkpoint["config"] and exported["epoch"] == checkpoint["epoch"]
+    assert all(torch.equal(exported["model"][k], checkpoint["model"][k]) for k in checkpoint["model"])
+
+
+def test_half_export_stores_the_model_in_float16_and_the_normaliser_in_full(tiny_runs, data_env, tmp_path):
+    from safetensors import safe_open
+
+    full = export(tiny_runs / "st", tmp_path / "full.safetensors", half=False)
+    half = export(tiny_runs / "st", tmp_path / "half.safetensors")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    with safe_open(str(half), framework="pt") as file:
+        dtypes = {name: file.get_tensor(name).dtype for name in file.keys()}
+    assert {dtypes[name] for name in dtypes if name.startswith("model.")} == {torch.float16}
+    assert {dtypes[name] for name in dtypes if name.startswith("normalizer.")} == {torch.float32}
+    assert abs(evaluate(half, "test")["accuracy"] - evaluate(full, "test")["accuracy"]) < 0.5
+
+
+def test_export_refuses_to_overwrite_and_bad_names(tiny_runs, tmp_path):
+    target = export(tiny_runs / "plain", tmp_path / "w.safetensors")
+    before = target.read_bytes()
+    with pytest.raises(StnError, match="exists: use --overwrite"):
+        export(tiny_runs / "st", target)
+    assert target.read_bytes() == before
+    with pytest.raises(StnError, match=r"weights file names end in \.safetensors"):
+        export(tiny_runs / "plain", tmp_path / "w.pt")
+    result = run_cli("export", str(tiny_runs / "st"), "-o", str(target), "--overwrite")
+    assert result.returncode == 0 and "wrote" in result.stdout and target.read_bytes() != before
+
+
+def test_unreadable_weights_files_give_one_line(data_env, tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
+    with pytest.raises(StnError, match="is not a readable weights file"):
+        load_checkpoint(tmp_path / "junk.safetensors")
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    result = run_cli("eval", str(tmp_path / "foreign.safetensors"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "is not a stn-gtsrb weights file" in result.stderr
+
+
+def test_eval_needs_a_checkpoint_or_pretrained_but_not_both(tiny_runs):
+    for args in ([], [str(tiny_runs / "st"), "--pretrained"]):
+        result = run_cli("eval", *args)
+        assert result.returncode == 2 and "or --pretrained, one of the two" in result.stderr
+
+
+def test_create_model_pretrained_loads_the_shipped_file(data_env, tmp_path, monkeypatch):
+    """The mechanism, with a tiny idsia net standing in for the shipped file."""
+    cfg = TrainConfig(net="idsia", cnn="4,4,4,8", st=True, locnet="4,4,4", n=300, epochs=1, optimizer="adam",
+                      lr=0.003)
+    train(cfg, tmp_path / "run", echo=lambda _: None)
+    monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path / "shipped")
+    with pytest.raises(StnError, match="missing from this installation"):
+        create_model("idsia", pretrained=True)
+    export(tmp_path / "run", tmp_path / "shipped" / f"{weights.PRETRAINED['idsia']}.safetensors")
+    model = create_model("idsia", pretrained=True)
+    shipped = load_checkpoint(tmp_path / "shipped" / f"{weights.PRETRAINED['idsia']}.safetensors")["model"]
+    assert all(torch.equal(model.state_dict()[k], shipped[k]) for k in shipped)
+    assert create_model("idsia", pretrained=True, cnn="4,4,4,8") is not None
+    with pytest.raises(StnError, match=r"trained with cnn='4,4,4,8'; drop those options"):
+        create_model("idsia", pretrained=True, cnn="150,200,300,350")
+    with pytest.raises(StnError, match="no pretrained weights for network 'lecun'; available: idsia"):
+        create_model("lecun", pretrained=True)
+
+
+# ---------------------------------------------------------------- the shipped model itself
+
+def test_shipped_model_is_the_two_transformer_net_and_small():
+    path = weights.pretrained_path()
+    assert path.stat().st_size <= 25e6
+    model, cfg, _ = load_pretrained()
+    assert cfg.net == "idsia" and cfg.image_size == 32 and set(cfg.transformers) == {1, 3}
+    assert not model.training and model(torch.zeros(2, 3, 32, 32)).shape == (2, 43)
+
+
+def test_eval_pretrained_reproduces_the_recorded_test_accuracy(data_env):
+    result = run_cli("eval", "--pretrained", "--json", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    recorded = json.loads((weights.PRETRAINED_DIR / f"{weights.PRETRAINED['idsia']}.json").read_text())
+    assert measured["total"] == 12630 and measured["accuracy"] == pytest.approx(recorded["test_acc"], abs=1e-9)
+
+
+def test_predict_without_a_model_uses_the_shipped_one(official, tmp_path):
+    image = official["test"].images[0]
+    path = tmp_path / "sign.png"
+    Image.fromarray(image.permute(1, 2, 0).numpy()).resize((90, 90)).save(path)
+    result = run_cli("predict", str(path), "--json", "--top-k", "1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["top"][0]["class"] == int(official["test"].labels[0])
