@@ -50,6 +50,19 @@ def test_all_transformers_at_once_on_idsia():
     assert list(model(torch.randn(2, 3, 32, 32), return_thetas=True)[1]) == [1, 2, 3]
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_dropout_acts_only_while_training_and_keeps_the_state_dict(name):
+    torch.manual_seed(0)
+    plain = create_model(name, cnn="4,4,4,8" if name == "idsia" else "4,4,8")
+    dropped = create_model(name, cnn="4,4,4,8" if name == "idsia" else "4,4,8", dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())  # same keys: checkpoints load either way
+    x = torch.randn(6, 3, 32, 32)
+    assert torch.equal(plain.eval()(x), dropped.eval()(x))
+    assert not torch.equal(plain.train()(x), dropped.train()(x))
+    with pytest.raises(StnError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        create_model(name, dropout=1.0)
+
+
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(StnError, match="unknown network 'resnet'; valid: idsia, lecun"):
         create_model("resnet")

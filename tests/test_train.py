@@ -95,6 +95,15 @@ def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path):
     assert resumed["test_acc"] == full["test_acc"] != plain["test_acc"]
 
 
+def test_label_smoothing_and_dropout_reach_the_training_loss(data_env, tmp_path):
+    cfg = {**TINY, "epochs": 1, "n": 300}
+    losses = {}
+    for name, extra in (("plain", {}), ("smooth", {"label_smoothing": 0.3}), ("drop", {"dropout": 0.5})):
+        train(TrainConfig(**{**cfg, **extra}), tmp_path / name, echo=quiet)
+        losses[name] = read_log(tmp_path / name)[0]["train_loss"]
+    assert losses["smooth"] > losses["plain"] and losses["drop"] != losses["plain"]
+
+
 def test_a_run_saved_before_an_option_existed_still_resumes(data_env, tmp_path):
     cfg = TrainConfig(**{**TINY, "epochs": 1, "n": 300})
     train(cfg, tmp_path / "run", echo=quiet)
@@ -149,6 +158,8 @@ def test_learning_rate_schedules():
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--jitter-scale", "1.5"], "--jitter-scale must be below 1, got 1.5"),
     (["--jitter-rot", "-5"], "--jitter-rot must not be negative, got -5.0"),
+    (["--dropout", "1"], "--dropout must be below 1, got 1.0"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing must not be negative, got -0.1"),
     (["-n", "50000"], "-n 50000 is larger than the training split (39209 images)"),
 ])
 def test_bad_options_give_one_line_and_exit_2(data_env, tmp_path, args, message):

@@ -60,6 +60,8 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, "L2 weight decay")
     momentum: float = _opt(0.0, "momentum (sgd, nesterov, rmsprop)")
     locnet_lr_mult: float = _opt(1.0, "learning-rate multiplier for the localisation nets")
+    dropout: float = _opt(0.0, "dropout probability on the hidden fully connected layer while training")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     jitter_rot: float = _opt(0.0, "augmentation: random rotation of each training image within ± this many degrees")
     jitter_scale: float = _opt(0.0, "augmentation: random scale factor within 1 ± this")
     jitter_shift: float = _opt(0.0, "augmentation: random shift of each axis within ± this fraction of the side")
@@ -89,7 +91,7 @@ class TrainConfig:
         """Keyword arguments for ``create_model(self.net, ...)``."""
         return dict(cnn=self.widths, image_size=self.image_size, transformers=self.transformers,
                     transform=self.transform, multiscale=self.ms, cnorm=not self.no_cnorm,
-                    cnorm_kernel=self.cnorm_kernel)
+                    cnorm_kernel=self.cnorm_kernel, dropout=self.dropout)
 
     # ------------------------------------------------------------------ checks and I/O
     def validate(self) -> "TrainConfig":
@@ -106,11 +108,12 @@ class TrainConfig:
             if value <= 0:
                 raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
         for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma", "jitter_rot", "jitter_scale",
-                     "jitter_shift"):
+                     "jitter_shift", "dropout", "label_smoothing"):
             if getattr(self, name) < 0:
                 raise StnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if self.jitter_scale >= 1:
-            raise StnError(f"--jitter-scale must be below 1, got {self.jitter_scale}")
+        for name in ("jitter_scale", "dropout", "label_smoothing"):
+            if getattr(self, name) >= 1:
+                raise StnError(f"--{name.replace('_', '-')} must be below 1, got {getattr(self, name)}")
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")
         parse_widths(self.widths, 4 if self.net == "idsia" else 3, f"--cnn for {self.net}")

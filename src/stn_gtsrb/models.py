@@ -98,12 +98,13 @@ class ConvNet(nn.Module):
         transform: transform family for all transformers, or ``{position: family}``.
         multiscale: concatenate the last block's pooled input to its output.
         cnorm: contrastive normalisation after each block; cnorm_kernel its kernel.
+        dropout: probability of zeroing each unit of the hidden fc layer while training.
     """
 
     def __init__(self, convs: list[tuple[int, int]], fc_width: int, image_size: int = 32,
                  num_classes: int = NUM_CLASSES, transformers: dict | None = None,
                  transform: str | dict = "affine", multiscale: bool = False, cnorm: bool = True,
-                 cnorm_kernel: str = "uniform9", in_channels: int = 3):
+                 cnorm_kernel: str = "uniform9", in_channels: int = 3, dropout: float = 0.0):
         super().__init__()
         transformers = dict(transformers or {})
         bad = sorted(set(transformers) - set(range(1, len(convs) + 1)))
@@ -111,7 +112,9 @@ class ConvNet(nn.Module):
             raise StnError(f"this network has transformer positions 1 to {len(convs)}, got {bad}")
         if cnorm and cnorm_kernel not in KERNELS:
             raise StnError(f"unknown cnorm kernel {cnorm_kernel!r}; valid: {', '.join(KERNELS)}")
-        self.image_size, self.multiscale, self.depth = image_size, multiscale, len(convs)
+        if not 0 <= dropout < 1:
+            raise StnError(f"dropout must be in [0, 1), got {dropout}")
+        self.image_size, self.multiscale, self.depth, self.dropout = image_size, multiscale, len(convs), dropout
         self.blocks = nn.ModuleList()
         self.transformers = nn.ModuleDict()
         probe = torch.zeros(1, in_channels, image_size, image_size)
@@ -143,7 +146,8 @@ class ConvNet(nn.Module):
                 x, thetas[position] = self.transformers[str(position)](x)
                 warped[position] = x
             x = self._block(position, x)
-        return self.classifier(self.fc(x)), thetas, warped
+        hidden = F.dropout(self.fc(x), self.dropout, self.training)  # functional: keeps the state-dict keys
+        return self.classifier(hidden), thetas, warped
 
     def forward(self, x: torch.Tensor, return_thetas: bool = False):
         logits, thetas, _ = self.trace(x)

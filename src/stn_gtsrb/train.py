@@ -183,7 +183,7 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
             x = warp(x, jitter[start:start + cfg.batch_size])
         with autocast_for(images.device, bf16):
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
