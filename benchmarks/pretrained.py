@@ -31,11 +31,11 @@ def main() -> None:
     print(f"exported {args.run / LAST} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     start = time.perf_counter()
     result = evaluate(path, "test", device="cpu")
+    logged = read_log(args.run)[-1]["test_acc"]
     print(f"test accuracy of the shipped file: {result['accuracy']:.4f}% ({result['correct']}/{result['total']}), "
-          f"{time.perf_counter() - start:.0f} s; the run logged {read_log(args.run)[-1]['test_acc']:.4f}% "
-          f"in float32")
+          f"{time.perf_counter() - start:.0f} s; the run logged {logged:.4f}% in float32")
     record = {"test_acc": result["accuracy"], "correct": result["correct"], "total": result["total"],
-              "epoch": result["epoch"], "run": str(args.run), "float32_test_acc": read_log(args.run)[-1]["test_acc"],
+              "epoch": result["epoch"], "run": str(args.run), "float32_test_acc": logged,
               "config": json.loads((args.run / "config.json").read_text()),
               "reproduce": f"python benchmarks/pretrained.py {args.run}; stn-gtsrb eval --pretrained"}
     written = write_text(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")

@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from stn_gtsrb import TrainConfig, create_model, evaluate, export, load_pretrained, train, weights
 from stn_gtsrb.errors import StnError
@@ -30,8 +32,6 @@ def test_full_precision_export_evaluates_exactly_like_the_checkpoint(tiny_runs, 
 
 
 def test_half_export_stores_the_model_in_float16_and_the_normaliser_in_full(tiny_runs, data_env, tmp_path):
-    from safetensors import safe_open
-
     full = export(tiny_runs / "st", tmp_path / "full.safetensors", half=False)
     half = export(tiny_runs / "st", tmp_path / "half.safetensors")
     assert half.stat().st_size < 0.6 * full.stat().st_size
@@ -58,7 +58,6 @@ def test_unreadable_weights_files_give_one_line(data_env, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
     with pytest.raises(StnError, match="is not a readable weights file"):
         load_checkpoint(tmp_path / "junk.safetensors")
-    from safetensors.torch import save_file
     save_file({"x": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     result = run_cli("eval", str(tmp_path / "foreign.safetensors"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1

@@ -269,8 +269,9 @@ def _open_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) ->
     if not resume:
         raise StnError(f"{run_dir} already holds a run: use --resume to continue it or --overwrite to start again")
     saved = TrainConfig.from_dict(json.loads(config_path.read_text())).to_dict()  # new options: defaults
-    if saved != cfg.to_dict():
-        differing = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
+    wanted = cfg.to_dict()
+    if saved != wanted:
+        differing = sorted(k for k in wanted if saved[k] != wanted[k])
         raise StnError(f"{run_dir} belongs to another config (differs in: {', '.join(differing)})")
     return load_checkpoint(run_dir / LAST) if (run_dir / LAST).exists() else None
 

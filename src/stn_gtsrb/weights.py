@@ -1,9 +1,9 @@
 """Weights files: a trained model in one safetensors file, and the model shipped with the package.
 
 A weights file holds the model's state dict as ``model.<name>`` (float16 when
-exported with ``half=True``; the fixed normalisation kernels are not part of it)
-and the normaliser's tensors as ``normalizer.<name>`` (float32); its string metadata holds the
-training config, the epoch and the metrics as JSON. ``read_weights`` returns
+exported with ``half=True``; the fixed normalisation kernels are not part of
+it) and the normaliser's tensors as ``normalizer.<name>`` (float32); its string
+metadata holds the training config, the epoch and the metrics as JSON. ``read_weights`` returns
 the dict shape of a training checkpoint (without optimiser state, parameters
 back in float32), so every command that takes a checkpoint takes a weights file.
 
