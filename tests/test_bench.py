@@ -182,3 +182,13 @@ def test_torn_last_line_is_skipped_and_mended(tmp_path):
 def test_run_ids_hash_only_the_options_that_differ_from_their_defaults():
     expected = hashlib.sha256(json.dumps({"lr": 0.1, "net": "idsia"}, sort_keys=True).encode()).hexdigest()[:12]
     assert bench.run_id(TrainConfig(net="idsia", lr=0.1, epochs=TrainConfig().epochs)) == expected
+
+
+def test_table_leaves_the_loc_net_of_an_absent_input_transformer_blank():
+    def record(run: str, st: bool, locnet: str, acc: float) -> dict:
+        config = TrainConfig(net="idsia", st=st, locnet=locnet).to_dict()
+        return {"id": run, "status": "ok", "config": config, "test_acc": acc, "seconds": 1.0, "parameters": 10}
+
+    table = bench.format_table([record("a", True, "200,300,200", 99.0), record("b", False, "30,60,30", 98.8)])
+    rows = [line.split(" | ")[:3] for line in table.splitlines()[2:]]
+    assert rows == [["| True", "200,300,200", "99.00"], ["| False", "-", "98.80"]]

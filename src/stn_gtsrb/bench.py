@@ -301,6 +301,11 @@ def _cells(records: list[dict]) -> list[tuple[dict, list[dict]]]:
     return list(cells.values())
 
 
+def _option_cell(config: dict, key: str) -> str:
+    """An option's table cell; the input transformer's loc-net widths show as "-" when it is off."""
+    return "-" if key == "locnet" and not config.get("st") else str(config[key])
+
+
 def _summary(config: dict, runs: list[dict], varying: list[str]) -> dict:
     """One table row: its cells, and the values it sorts by (smaller first)."""
     ok = [r for r in runs if r["status"] == "ok"]
@@ -308,7 +313,7 @@ def _summary(config: dict, runs: list[dict], varying: list[str]) -> dict:
     val = [r["val_acc"] for r in ok if r.get("val_acc") is not None]
     seconds = statistics.mean(r["seconds"] for r in ok) if ok else None
     failed = len(runs) - len(ok)
-    cells = [str(config[k]) for k in varying] + [
+    cells = [_option_cell(config, k) for k in varying] + [
         _mean_std(test) + (f" ({failed} failed)" if failed else ""), _mean_std(val), str(config["epochs"]),
         f"{seconds:.0f}" if ok else "-", f"{ok[0]['parameters']:,}" if ok else "-", str(len(runs))]
     worst = float("inf")
