@@ -129,6 +129,43 @@ def test_kill_mid_sweep_then_rerun_finishes_without_duplicates(data_env, tmp_pat
     assert f"{killed_at} already recorded" in result.stdout
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """The pids of the live processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # the process ended meanwhile
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_the_sweep_and_its_running_cells_and_records_none(data_env, tmp_path):
+    grid = write_grid(tmp_path, GRID.format(extra="").replace("epochs = 1", "epochs = 500"))
+    out = tmp_path / "out"
+    process = subprocess.Popen([*CLI, str(grid), "-o", str(out), "--workers", "2"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list((out / "runs").glob("*/last.pt"))) < 2:
+            time.sleep(0.05)  # both cells are training
+        cells = processes_mentioning(str(out / "runs"))
+        assert len(cells) == 2
+        process.send_signal(signal.SIGTERM)  # the runner only, as `kill PID` does
+        assert process.wait(timeout=60) == 130
+        assert "interrupted" in process.stderr.read()
+        deadline = time.time() + 10
+        while time.time() < deadline and processes_mentioning(str(out / "runs")):
+            time.sleep(0.05)
+        assert processes_mentioning(str(out / "runs")) == []
+        assert bench.read_records(out) == []  # stopped, not failed: a rerun resumes both
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def test_dry_run_lists_cells_with_repeats(data_env, tmp_path, capsys):
     grid = write_grid(tmp_path, TWO_BY_TWO)
     bench.bench(grid, tmp_path / "out", repeats=3, dry_run=True)
@@ -184,7 +221,7 @@ def test_run_ids_hash_only_the_options_that_differ_from_their_defaults():
     assert bench.run_id(TrainConfig(net="idsia", lr=0.1, epochs=TrainConfig().epochs)) == expected
 
 
-def test_table_leaves_the_loc_net_of_an_absent_input_transformer_blank():
+def test_table_and_progress_lines_leave_the_loc_net_of_an_absent_input_transformer_blank():
     def record(run: str, st: bool, locnet: str, acc: float) -> dict:
         config = TrainConfig(net="idsia", st=st, locnet=locnet).to_dict()
         return {"id": run, "status": "ok", "config": config, "test_acc": acc, "seconds": 1.0, "parameters": 10}
@@ -192,3 +229,5 @@ def test_table_leaves_the_loc_net_of_an_absent_input_transformer_blank():
     table = bench.format_table([record("a", True, "200,300,200", 99.0), record("b", False, "30,60,30", 98.8)])
     rows = [line.split(" | ")[:3] for line in table.splitlines()[2:]]
     assert rows == [["| True", "200,300,200", "99.00"], ["| False", "-", "98.80"]]
+    assert bench.describe(TrainConfig(st=False).to_dict(), ["st", "locnet"]) == "st=false locnet=-"
+    assert bench.describe(TrainConfig(st=True).to_dict(), ["st", "locnet"]) == 'st=true locnet="30,60,30"'

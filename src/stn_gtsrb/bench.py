@@ -25,7 +25,8 @@ An output directory holds::
 
 Cells run as ``stn-gtsrb train --script --resume`` subprocesses, so a rerun
 skips recorded cells and resumes interrupted ones, and a crashing cell is
-recorded with its error while the sweep goes on. Engines: ``local`` (one cell
+recorded with its error while the sweep goes on; stopping the local runner
+(Ctrl-C, SIGTERM) stops its running cells and records none of them. Engines: ``local`` (one cell
 after another, or ``workers`` side by side with the CPU threads split between
 them) and ``ray`` (Ray Tune, on a local or existing cluster). Both write the
 same records.
@@ -38,12 +39,14 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -141,9 +144,16 @@ def axis_options(grid: Grid) -> list[str]:
     return names
 
 
+def unused(config: dict, key: str) -> bool:
+    """Whether an option has no effect in this config: the input loc-net's widths without an input transformer."""
+    return key == "locnet" and not config.get("st", TrainConfig.st)
+
+
 def describe(options: dict, keys) -> str:
+    """``key=value`` for each key (a progress line); ``-`` for an unused option."""
     default = TrainConfig().to_dict()
-    return " ".join(f"{k}={json.dumps(options.get(k, default[k]))}" for k in keys) or "(base)"
+    values = {k: "-" if unused(options, k) else json.dumps(options.get(k, default[k])) for k in keys}
+    return " ".join(f"{k}={v}" for k, v in values.items()) or "(base)"
 
 
 def run_id(cfg: TrainConfig) -> str:
@@ -198,21 +208,56 @@ def config_args(cfg: TrainConfig) -> list[str]:
     return args
 
 
+# A cell's exit codes when it was stopped (Ctrl-C, SIGTERM) rather than failed: not recorded, so a rerun resumes it.
+_STOPPED = {130, -signal.SIGINT, -signal.SIGTERM}
+_live: set[subprocess.Popen] = set()  # the cell subprocesses running now
+_live_lock = threading.Lock()
+
+
+def stop_cells() -> None:
+    """Terminate every running cell subprocess (each keeps its last checkpoint, so a rerun resumes it)."""
+    with _live_lock:
+        for process in _live:
+            process.terminate()
+
+
+@contextmanager
+def _cell_process(command: list[str], env: dict):
+    """A cell subprocess, tracked while it runs and terminated if its caller stops waiting for it."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with _live_lock:
+        _live.add(process)
+    try:
+        yield process
+    finally:
+        with _live_lock:
+            _live.discard(process)
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
+
+
 def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, source=None, device="auto") -> dict:
-    """Train one cell in a ``stn-gtsrb train --script --resume`` subprocess; return its record."""
+    """Train one cell in a ``stn-gtsrb train --script --resume`` subprocess; return its record.
+
+    Raises KeyboardInterrupt when the cell was stopped (by a signal or ``stop_cells``) rather than failed.
+    """
     command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--script", "--resume",
                "--device", device, *config_args(cfg)]
     command += ["--data-dir", str(data_dir)] if data_dir else []
     command += ["--source", str(source)] if source else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     started = time.perf_counter()
-    process = subprocess.run(command, capture_output=True, text=True, env=env)
+    with _cell_process(command, env) as process:
+        stdout, stderr = process.communicate()
+    if process.returncode in _STOPPED:
+        raise KeyboardInterrupt(f"cell {run_dir} stopped")
     record = {"id": run_id(cfg), "config": cfg.to_dict(), "seed": cfg.seed, "run_dir": str(run_dir)}
     if process.returncode != 0:
-        lines = (process.stderr.strip() or process.stdout.strip() or f"exit code {process.returncode}").splitlines()
+        lines = (stderr.strip() or stdout.strip() or f"exit code {process.returncode}").splitlines()
         return {**record, "status": "failed", "error": lines[-1], "seconds": time.perf_counter() - started}
     result = json.loads((Path(run_dir) / RESULT_FILE).read_text())
-    return {**record, "status": "ok", "test_acc": float(process.stdout.strip().splitlines()[-1]),
+    return {**record, "status": "ok", "test_acc": float(stdout.strip().splitlines()[-1]),
             "val_acc": result["val_acc"], "epochs": result["epochs"], "seconds": result["seconds"],
             "parameters": result["parameters"]}
 
@@ -227,6 +272,7 @@ def _report(bar, cfg: TrainConfig, record: dict, shown) -> None:
 
 
 def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, **cell_options) -> None:
+    """Run the cells in ``workers`` threads; an interrupt stops the running cells and records none of them."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
         def one(cfg: TrainConfig) -> None:
@@ -234,8 +280,16 @@ def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, *
             append_record(out_dir, record)
             _report(bar, cfg, record, shown)
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, todo))
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            for future in [pool.submit(one, cfg) for cfg in todo]:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_cells()
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
 
 def _ray_trial(config: dict, out_dir: str, threads: int, cell_options: dict) -> None:
@@ -302,8 +356,8 @@ def _cells(records: list[dict]) -> list[tuple[dict, list[dict]]]:
 
 
 def _option_cell(config: dict, key: str) -> str:
-    """An option's table cell; the input transformer's loc-net widths show as "-" when it is off."""
-    return "-" if key == "locnet" and not config.get("st") else str(config[key])
+    """An option's table cell; "-" for an unused one."""
+    return "-" if unused(config, key) else str(config[key])
 
 
 def _summary(config: dict, runs: list[dict], varying: list[str]) -> dict:

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -284,6 +285,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     if args.target[0] == "table":
         if len(args.target) != 2:
@@ -292,6 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     if len(args.target) != 1 or args.output is None:
         raise StnError("usage: stn-gtsrb bench GRID -o DIR")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the sweep like Ctrl-C: its running cells too
     bench(args.target[0], args.output, engine=args.engine, workers=args.workers, repeats=args.repeats,
           dry_run=args.dry_run, extend=args.extend, retry_failed=args.retry_failed, address=args.address,
           cpus_per_trial=args.cpus_per_trial, storage=args.storage, sort=args.sort, data_dir=args.data_dir,
