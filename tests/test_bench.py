@@ -231,3 +231,14 @@ def test_table_and_progress_lines_leave_the_loc_net_of_an_absent_input_transform
     assert rows == [["| True", "200,300,200", "99.00"], ["| False", "-", "98.80"]]
     assert bench.describe(TrainConfig(st=False).to_dict(), ["st", "locnet"]) == "st=false locnet=-"
     assert bench.describe(TrainConfig(st=True).to_dict(), ["st", "locnet"]) == 'st=true locnet="30,60,30"'
+
+
+def test_table_of_a_partly_done_sweep_has_the_grid_options_as_columns(tmp_path):
+    grid = bench.load_grid(write_grid(tmp_path, '[grid]\ntransformers = [{st = true, locnet = "4,4,4"}, {st = false}]'))
+    (tmp_path / bench.GRID_FILE).write_text(json.dumps(grid.to_dict()))
+    config = TrainConfig(st=True, locnet="4,4,4").to_dict()
+    bench.append_record(tmp_path, {"id": "a", "status": "ok", "config": config, "test_acc": 97.5, "val_acc": None,
+                                   "seconds": 3.0, "parameters": 10})
+    table = bench.write_table(tmp_path).read_text().splitlines()
+    assert table[0].startswith("| st | locnet | test acc (%) |")
+    assert table[2].startswith("| True | 4,4,4 | 97.50 |")

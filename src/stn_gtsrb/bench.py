@@ -21,7 +21,7 @@ An output directory holds::
     grid.json       the grid it belongs to (another grid is refused unless extend=True)
     runs/<id>/      one run directory per cell and seed; id = hash of the resolved config
     results.jsonl   one record per finished run (config, seed, accuracies, seconds, status, ...)
-    results.md      the table: the options that vary, test accuracy mean ± std over seeds, ...
+    results.md      the table: the grid's options, test accuracy mean ± std over seeds, ...
 
 Cells run as ``stn-gtsrb train --script --resume`` subprocesses, so a rerun
 skips recorded cells and resumes interrupted ones, and a crashing cell is
@@ -376,13 +376,15 @@ def _summary(config: dict, runs: list[dict], varying: list[str]) -> dict:
     return {"cells": cells, "order": order}
 
 
-def format_table(records: list[dict], sort: str = "test") -> str:
-    """Markdown: one row per cell (seeds pooled), columns for the options that vary."""
+def format_table(records: list[dict], sort: str = "test", axes=()) -> str:
+    """Markdown: one row per cell (seeds pooled), columns for the options that vary among the records
+    or that are among ``axes`` (a grid's options, shown while only some of its cells are done)."""
     if sort not in SORT_KEYS:
         raise StnError(f"unknown sort key {sort!r}; valid: {', '.join(SORT_KEYS)}")
     cells = _cells(records)
     configs = [config for config, _ in cells]
-    varying = [k for k in (configs[0] if configs else {}) if len({json.dumps(c[k]) for c in configs}) > 1]
+    varying = [k for k in (configs[0] if configs else {})
+               if k in axes or len({json.dumps(c[k]) for c in configs}) > 1]
     rows = sorted((_summary(config, runs, varying) for config, runs in cells), key=lambda row: row["order"][sort])
     header = [*varying, "test acc (%)", "val acc (%)", "epochs", "time (s)", "parameters", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -394,8 +396,10 @@ def write_table(out_dir: Path, sort: str = "test") -> Path:
     out_dir = Path(out_dir)
     if not (out_dir / RECORDS_FILE).exists():
         raise StnError(f"{out_dir / RECORDS_FILE} not found: nothing to tabulate")
+    grid_file = out_dir / GRID_FILE
+    axes = axis_options(Grid(**json.loads(grid_file.read_text()))) if grid_file.exists() else ()
     path = out_dir / TABLE_FILE
-    write_text(path, format_table(read_records(out_dir), sort))
+    write_text(path, format_table(read_records(out_dir), sort, axes))
     return path
 
 
