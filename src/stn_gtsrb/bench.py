@@ -26,10 +26,10 @@ An output directory holds::
 Cells run as ``stn-gtsrb train --script --resume`` subprocesses, so a rerun
 skips recorded cells and resumes interrupted ones, and a crashing cell is
 recorded with its error while the sweep goes on; stopping the local runner
-(Ctrl-C, SIGTERM) stops its running cells and records none of them. Engines: ``local`` (one cell
-after another, or ``workers`` side by side with the CPU threads split between
-them) and ``ray`` (Ray Tune, on a local or existing cluster). Both write the
-same records.
+(Ctrl-C, SIGTERM) stops its running cells and records none of them. Engines:
+``local`` (one cell after another, or ``workers`` side by side with the CPU
+threads split between them) and ``ray`` (Ray Tune, on a local or existing
+cluster). Both write the same records.
 """
 
 from __future__ import annotations
@@ -272,7 +272,8 @@ def _report(bar, cfg: TrainConfig, record: dict, shown) -> None:
 
 
 def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, **cell_options) -> None:
-    """Run the cells in ``workers`` threads; an interrupt stops the running cells and records none of them."""
+    """Run the cells in ``workers`` threads; an interrupt (or error) in the runner stops the running cells
+    and records none of them."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
         def one(cfg: TrainConfig) -> None:
