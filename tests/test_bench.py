@@ -141,8 +141,18 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def wait_until_gone(text: str, seconds: float) -> list[int]:
+    """Wait up to ``seconds`` for no live process to mention ``text``; return those still there."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and processes_mentioning(text):
+        time.sleep(0.05)
+    return processes_mentioning(text)
+
+
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
-def test_sigterm_stops_the_sweep_and_its_running_cells_and_records_none(data_env, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 130), (signal.SIGKILL, -signal.SIGKILL)])
+def test_stopping_the_runner_stops_its_running_cells_and_records_none(data_env, tmp_path, sig, code):
+    """SIGTERM: the runner stops its cells; SIGKILL (or a lost Ray worker): the orphaned cells stop themselves."""
     grid = write_grid(tmp_path, GRID.format(extra="").replace("epochs = 1", "epochs = 500"))
     out = tmp_path / "out"
     process = subprocess.Popen([*CLI, str(grid), "-o", str(out), "--workers", "2"], stdout=subprocess.DEVNULL,
@@ -153,17 +163,35 @@ def test_sigterm_stops_the_sweep_and_its_running_cells_and_records_none(data_env
             time.sleep(0.05)  # both cells are training
         cells = processes_mentioning(str(out / "runs"))
         assert len(cells) == 2
-        process.send_signal(signal.SIGTERM)  # the runner only, as `kill PID` does
-        assert process.wait(timeout=60) == 130
-        assert "interrupted" in process.stderr.read()
-        deadline = time.time() + 10
-        while time.time() < deadline and processes_mentioning(str(out / "runs")):
-            time.sleep(0.05)
-        assert processes_mentioning(str(out / "runs")) == []
+        process.send_signal(sig)  # the runner only, as `kill PID` does
+        assert process.wait(timeout=60) == code
+        assert ("interrupted" in process.stderr.read()) == (sig == signal.SIGTERM)
+        assert wait_until_gone(str(out / "runs"), 10) == []
         assert bench.read_records(out) == []  # stopped, not failed: a rerun resumes both
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_stop_with_parent_sends_an_orphaned_process_sigterm(tmp_path):
+    marker = tmp_path / "orphan-to-be"
+    child = ("import sys, time; from stn_gtsrb.bench import stop_with_parent; "
+             "stop_with_parent(int(sys.argv[2]), poll_s=0.05); open(sys.argv[1], 'w').close(); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys; "
+                               "subprocess.run([*sys.argv[1:], str(os.getpid())])",
+                               sys.executable, "-c", child, str(marker)])
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not marker.exists():
+            time.sleep(0.05)
+        assert marker.exists() and len(processes_mentioning(str(marker))) == 2  # parent and child
+        parent.kill()
+        parent.wait()
+        assert wait_until_gone(str(marker), 10) == []
+    finally:
+        for pid in processes_mentioning(str(marker)):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_dry_run_lists_cells_with_repeats(data_env, tmp_path, capsys):

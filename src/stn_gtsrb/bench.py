@@ -26,7 +26,8 @@ An output directory holds::
 Cells run as ``stn-gtsrb train --script --resume`` subprocesses, so a rerun
 skips recorded cells and resumes interrupted ones, and a crashing cell is
 recorded with its error while the sweep goes on; stopping the local runner
-(Ctrl-C, SIGTERM) stops its running cells and records none of them. Engines:
+(Ctrl-C, SIGTERM) stops its running cells and records none of them, and a
+cell whose runner dies (``kill -9``, a lost Ray worker) stops itself. Engines:
 ``local`` (one cell after another, or ``workers`` side by side with the CPU
 threads split between them) and ``ray`` (Ray Tune, on a local or existing
 cluster). Both write the same records.
@@ -221,6 +222,20 @@ def stop_cells() -> None:
             process.terminate()
 
 
+def stop_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Send this process SIGTERM as soon as process ``parent`` is no longer its parent (it died).
+
+    A cell calls this (``train --parent-pid``) so that it does not train on, orphaned, when
+    its runner is killed outright or its Ray worker is lost.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
 @contextmanager
 def _cell_process(command: list[str], env: dict):
     """A cell subprocess, tracked while it runs and terminated if its caller stops waiting for it."""
@@ -243,7 +258,7 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, sourc
     Raises KeyboardInterrupt when the cell was stopped (by a signal or ``stop_cells``) rather than failed.
     """
     command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--script", "--resume",
-               "--device", device, *config_args(cfg)]
+               "--parent-pid", str(os.getpid()), "--device", device, *config_args(cfg)]
     command += ["--data-dir", str(data_dir)] if data_dir else []
     command += ["--source", str(source)] if source else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

@@ -27,7 +27,7 @@ import torch
 from . import __version__, predict, visualize
 from .archives import (ARCHIVES, DATA_DIR_ENV, SOURCE_ENV, default_data_dir, default_source, expected_hashes,
                        fetch_archives)
-from .bench import bench, write_table
+from .bench import bench, stop_with_parent, write_table
 from .config import TrainConfig
 from .data import NUM_CLASSES, cache_path, load_tensors, prepare, select_split
 from .errors import StnError
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true", help="discard a run already in --output")
     tr.add_argument("--eval", action="store_true", help="only evaluate the run in --output on the test split")
     tr.add_argument("--script", action="store_true", help="print the final test accuracy (%%) alone as last line")
+    tr.add_argument("--parent-pid", type=int, default=None, metavar="PID",
+                    help="stop (as on SIGTERM) once process PID is no longer this one's parent; "
+                         "the benchmark runner passes its own")
     tr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     tr.add_argument("--download", action="store_true", help="download the archives if they are missing")
@@ -214,6 +217,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.script:
             print(f"{result['accuracy']:.4f}")
         return
+    if args.parent_pid is not None:
+        stop_with_parent(args.parent_pid)
     cfg = _config_from_args(args)
     result = train(cfg, args.output, device=args.device, resume=args.resume, overwrite=args.overwrite,
                    data_dir=args.data_dir, source=args.source, download=args.download, bf16=args.bf16,
