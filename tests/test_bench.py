@@ -237,6 +237,21 @@ def test_output_dir_of_another_grid_is_refused_unless_extended(data_env, tmp_pat
     assert bench.bench(grid, out, extend=True, echo=quiet)[0]["status"] == "ok"
 
 
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_an_unreadable_grid_json_is_a_one_line_error(tmp_path, text):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grid.json").write_text(text)
+    (out / "results.jsonl").write_text("")
+    grid = write_grid(tmp_path, TWO_BY_TWO)
+    for args in ([str(grid), "-o", str(out)], ["table", str(out)]):
+        result = subprocess.run([*CLI, *args], capture_output=True, text=True)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"stn-gtsrb: error: cannot read {out / 'grid.json'}: ")
+        assert result.stderr.count("\n") == 1
+    assert (out / "grid.json").read_text() == text
+
+
 def test_torn_last_line_is_skipped_and_mended(tmp_path):
     (tmp_path / "results.jsonl").write_text('{"id": "a", "status": "ok"}\n{"id": "b", "sta')
     assert [r["id"] for r in bench.read_records(tmp_path)] == ["a"]

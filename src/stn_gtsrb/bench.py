@@ -408,12 +408,26 @@ def format_table(records: list[dict], sort: str = "test", axes=()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _saved_grid(out_dir: Path) -> dict | None:
+    """The grid recorded in ``out_dir/grid.json`` as a dict, or None when there is none yet."""
+    grid_file = out_dir / GRID_FILE
+    if not grid_file.exists():
+        return None
+    try:
+        saved = json.loads(grid_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StnError(f"cannot read {grid_file}: {error}") from None
+    if not isinstance(saved, dict):
+        raise StnError(f"cannot read {grid_file}: not a grid")
+    return saved
+
+
 def write_table(out_dir: Path, sort: str = "test") -> Path:
     out_dir = Path(out_dir)
     if not (out_dir / RECORDS_FILE).exists():
         raise StnError(f"{out_dir / RECORDS_FILE} not found: nothing to tabulate")
-    grid_file = out_dir / GRID_FILE
-    axes = axis_options(Grid(**json.loads(grid_file.read_text()))) if grid_file.exists() else ()
+    saved = _saved_grid(out_dir)
+    axes = axis_options(Grid(**saved)) if saved is not None else ()
     path = out_dir / TABLE_FILE
     write_text(path, format_table(read_records(out_dir), sort, axes))
     return path
@@ -426,11 +440,11 @@ def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise StnError(f"cannot create output directory {out_dir}: {error}") from None
-    grid_file = out_dir / GRID_FILE
-    if grid_file.exists() and not extend and json.loads(grid_file.read_text()) != grid.to_dict():
+    saved = _saved_grid(out_dir)
+    if saved is not None and not extend and saved != grid.to_dict():
         raise StnError(f"{out_dir} holds the results of another grid; use --extend to add this one to it")
-    if not grid_file.exists() or extend:
-        write_text(grid_file, json.dumps(grid.to_dict(), indent=2) + "\n")
+    if saved is None or extend:
+        write_text(out_dir / GRID_FILE, json.dumps(grid.to_dict(), indent=2) + "\n")
 
 
 def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", workers: int = 1,
