@@ -187,3 +187,13 @@ def test_no_data_prepared_says_how(tmp_path):
     env = {**os.environ, "STN_GTSRB_DATA": str(tmp_path / "empty"), "STN_GTSRB_SOURCE": "http://127.0.0.1:9/"}
     result = run_cli("train", "-o", str(tmp_path / "run"), "-n", "10", env=env)
     assert result.returncode == 2 and "run 'stn-gtsrb data prepare'" in result.stderr
+
+
+@pytest.mark.parametrize("text,message", [("{not json", "Expecting property name"), ("[1, 2]", "not a run config")])
+def test_a_corrupt_run_config_on_resume_is_a_one_line_error(tmp_path, text, message):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(text)
+    result = run_cli("train", "-o", str(tmp_path / "run"), "--resume", *cli_args(TINY))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"stn-gtsrb: error: cannot read {tmp_path / 'run' / 'config.json'}: ") and message in line

@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from .config import TrainConfig
 from .errors import StnError
-from .fileio import write_text
+from .fileio import read_json, write_text
 from .train import RESULT_FILE
 
 try:
@@ -271,7 +271,7 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, sourc
     if process.returncode != 0:
         lines = (stderr.strip() or stdout.strip() or f"exit code {process.returncode}").splitlines()
         return {**record, "status": "failed", "error": lines[-1], "seconds": time.perf_counter() - started}
-    result = json.loads((Path(run_dir) / RESULT_FILE).read_text())
+    result = read_json(Path(run_dir) / RESULT_FILE)
     return {**record, "status": "ok", "test_acc": float(stdout.strip().splitlines()[-1]),
             "val_acc": result["val_acc"], "epochs": result["epochs"], "seconds": result["seconds"],
             "parameters": result["parameters"]}
@@ -413,10 +413,7 @@ def _saved_grid(out_dir: Path) -> dict | None:
     grid_file = out_dir / GRID_FILE
     if not grid_file.exists():
         return None
-    try:
-        saved = json.loads(grid_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StnError(f"cannot read {grid_file}: {error}") from None
+    saved = read_json(grid_file)
     if not isinstance(saved, dict):
         raise StnError(f"cannot read {grid_file}: not a grid")
     return saved

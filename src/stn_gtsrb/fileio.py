@@ -6,6 +6,7 @@ file as it was. Written files get mode 0644 (``mkstemp`` would leave 0600).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -48,3 +49,11 @@ def save_torch(obj, path: Path | str) -> Path:
 def write_text(path: Path | str, text: str) -> Path:
     """Write a text file atomically."""
     return atomic_write(path, lambda temp: Path(temp).write_text(text))
+
+
+def read_json(path: Path | str):
+    """The JSON value in ``path``; StnError naming the file if it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StnError(f"cannot read {path}: {error}") from None

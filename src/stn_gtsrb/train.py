@@ -39,7 +39,7 @@ from tqdm import tqdm
 from .config import TrainConfig
 from .data import GTSRBTensors, Normalizer, fit_normalizer, load_tensors, select_split
 from .errors import StnError
-from .fileio import save_torch, write_text
+from .fileio import read_json, save_torch, write_text
 from .models import ConvNet, create_model
 from .transformer import random_thetas, warp
 from .weights import SUFFIX, export_weights, read_weights
@@ -268,7 +268,10 @@ def _open_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) ->
         return None
     if not resume:
         raise StnError(f"{run_dir} already holds a run: use --resume to continue it or --overwrite to start again")
-    saved = TrainConfig.from_dict(json.loads(config_path.read_text())).to_dict()  # new options: defaults
+    saved = read_json(config_path)
+    if not isinstance(saved, dict):
+        raise StnError(f"cannot read {config_path}: not a run config")
+    saved = TrainConfig.from_dict(saved).to_dict()  # new options: defaults
     wanted = cfg.to_dict()
     if saved != wanted:
         differing = sorted(k for k in wanted if saved[k] != wanted[k])
@@ -336,7 +339,7 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     checkpoint = _open_run(cfg, run_dir, resume, overwrite)
     if checkpoint is not None and (run_dir / RESULT_FILE).exists():
         echo(f"{run_dir} is already finished")
-        return json.loads((run_dir / RESULT_FILE).read_text())
+        return read_json(run_dir / RESULT_FILE)
     write_text(run_dir / CONFIG_FILE, cfg.to_json() + "\n")
 
     data = load_device_data(cfg, device, data_dir, source, download)
