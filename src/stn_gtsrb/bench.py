@@ -271,7 +271,7 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, sourc
     if process.returncode != 0:
         lines = (stderr.strip() or stdout.strip() or f"exit code {process.returncode}").splitlines()
         return {**record, "status": "failed", "error": lines[-1], "seconds": time.perf_counter() - started}
-    result = read_json(Path(run_dir) / RESULT_FILE)
+    result = read_json(Path(run_dir) / RESULT_FILE, "run result")
     return {**record, "status": "ok", "test_acc": float(stdout.strip().splitlines()[-1]),
             "val_acc": result["val_acc"], "epochs": result["epochs"], "seconds": result["seconds"],
             "parameters": result["parameters"]}
@@ -413,10 +413,7 @@ def _saved_grid(out_dir: Path) -> dict | None:
     grid_file = out_dir / GRID_FILE
     if not grid_file.exists():
         return None
-    saved = read_json(grid_file)
-    if not isinstance(saved, dict):
-        raise StnError(f"cannot read {grid_file}: not a grid")
-    return saved
+    return read_json(grid_file, "grid")
 
 
 def write_table(out_dir: Path, sort: str = "test") -> Path:

@@ -51,9 +51,13 @@ def write_text(path: Path | str, text: str) -> Path:
     return atomic_write(path, lambda temp: Path(temp).write_text(text))
 
 
-def read_json(path: Path | str):
-    """The JSON value in ``path``; StnError naming the file if it cannot be read or parsed."""
+def read_json(path: Path | str, kind: str) -> dict:
+    """The JSON object in ``path``; StnError naming the file if it cannot be read or parsed,
+    or holds something other than an object (``kind`` says what it should be, e.g. "grid")."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise StnError(f"cannot read {path}: {error}") from None
+    if not isinstance(value, dict):
+        raise StnError(f"cannot read {path}: not a {kind}")
+    return value

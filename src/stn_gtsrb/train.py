@@ -268,10 +268,7 @@ def _open_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) ->
         return None
     if not resume:
         raise StnError(f"{run_dir} already holds a run: use --resume to continue it or --overwrite to start again")
-    saved = read_json(config_path)
-    if not isinstance(saved, dict):
-        raise StnError(f"cannot read {config_path}: not a run config")
-    saved = TrainConfig.from_dict(saved).to_dict()  # new options: defaults
+    saved = TrainConfig.from_dict(read_json(config_path, "run config")).to_dict()  # new options: defaults
     wanted = cfg.to_dict()
     if saved != wanted:
         differing = sorted(k for k in wanted if saved[k] != wanted[k])
@@ -339,7 +336,7 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     checkpoint = _open_run(cfg, run_dir, resume, overwrite)
     if checkpoint is not None and (run_dir / RESULT_FILE).exists():
         echo(f"{run_dir} is already finished")
-        return read_json(run_dir / RESULT_FILE)
+        return read_json(run_dir / RESULT_FILE, "run result")
     write_text(run_dir / CONFIG_FILE, cfg.to_json() + "\n")
 
     data = load_device_data(cfg, device, data_dir, source, download)
