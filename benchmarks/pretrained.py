@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from stn_gtsrb import evaluate, export
+from stn_gtsrb.checkpoints import LAST, PRETRAINED, PRETRAINED_DIR, SUFFIX
 from stn_gtsrb.fileio import write_text
-from stn_gtsrb.train import LAST, read_log
-from stn_gtsrb.weights import PRETRAINED, PRETRAINED_DIR, SUFFIX
+from stn_gtsrb.runs import read_log
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from stn_gtsrb import TrainConfig, create_model
-from stn_gtsrb.train import build_optimizer, load_device_data, resolve_device, train_epoch
+from stn_gtsrb.device_data import load_device_data
+from stn_gtsrb.runtime import resolve_device
+from stn_gtsrb.train import build_optimizer, train_epoch
 
 
 def bare_epoch(model, optimizer, images, labels, order, batch_size):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from stn_gtsrb import TrainConfig, bench
+from stn_gtsrb import TrainConfig, bench, results
 from stn_gtsrb.errors import StnError
+from stn_gtsrb.grid import axis_options, describe, expand, load_grid, run_id
 
 GRID = """
 [base]
@@ -79,7 +80,7 @@ def test_ray_engine_gives_the_same_records(data_env, tmp_path):
         ray.shutdown()
     key = lambda r: r["id"]  # noqa: E731
     assert len(remote) == 4
-    for a, b in zip(sorted(local, key=key), sorted(remote, key=key)):
+    for a, b in zip(sorted(local, key=key), sorted(remote, key=key), strict=True):
         assert (a["id"], a["status"], a["test_acc"], a["parameters"]) == (b["id"], b["status"], b["test_acc"],
                                                                             b["parameters"])
     assert len((tmp_path / "ray" / "results.md").read_text().splitlines()) == 2 + 4
@@ -114,17 +115,17 @@ def test_kill_mid_sweep_then_rerun_finishes_without_duplicates(data_env, tmp_pat
     process = subprocess.Popen([*CLI, str(grid), "-o", str(out)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline and len(bench.read_records(out)) < 1:
+    while time.time() < deadline and len(results.read_records(out)) < 1:
         time.sleep(0.05)
     while time.time() < deadline and not list((out / "runs").glob("*/last.pt"))[1:]:
         time.sleep(0.05)  # a second cell has started training
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at = len(bench.read_records(out))
+    killed_at = len(results.read_records(out))
     assert 1 <= killed_at < 4
     result = subprocess.run([*CLI, str(grid), "-o", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    ids = [r["id"] for r in bench.read_records(out)]
+    ids = [r["id"] for r in results.read_records(out)]
     assert len(ids) == 4 and len(set(ids)) == 4
     assert f"{killed_at} already recorded" in result.stdout
 
@@ -167,7 +168,7 @@ def test_stopping_the_runner_stops_its_running_cells_and_records_none(data_env, 
         assert process.wait(timeout=60) == code
         assert ("interrupted" in process.stderr.read()) == (sig == signal.SIGTERM)
         assert wait_until_gone(str(out / "runs"), 10) == []
-        assert bench.read_records(out) == []  # stopped, not failed: a rerun resumes both
+        assert results.read_records(out) == []  # stopped, not failed: a rerun resumes both
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -176,7 +177,7 @@ def test_stopping_the_runner_stops_its_running_cells_and_records_none(data_env, 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 def test_stop_with_parent_sends_an_orphaned_process_sigterm(tmp_path):
     marker = tmp_path / "orphan-to-be"
-    child = ("import sys, time; from stn_gtsrb.bench import stop_with_parent; "
+    child = ("import sys, time; from stn_gtsrb.engines import stop_with_parent; "
              "stop_with_parent(int(sys.argv[2]), poll_s=0.05); open(sys.argv[1], 'w').close(); time.sleep(120)")
     parent = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys; "
                                "subprocess.run([*sys.argv[1:], str(os.getpid())])",
@@ -205,9 +206,9 @@ def test_dry_run_lists_cells_with_repeats(data_env, tmp_path, capsys):
 
 def test_options_that_change_together_form_one_axis(tmp_path):
     grid = write_grid(tmp_path, GRID.format(extra='"sca+tra" = [{}, {sca = true, tra = true}]\nst = [true]'))
-    configs = bench.expand(bench.load_grid(grid))
+    configs = expand(load_grid(grid))
     assert len(configs) == 4 and {(c.sca, c.tra, c.st) for c in configs} == {(False, False, True), (True, True, True)}
-    assert bench.axis_options(bench.load_grid(grid)) == ["cnn", "sca", "tra", "st"]
+    assert axis_options(load_grid(grid)) == ["cnn", "sca", "tra", "st"]
 
 
 @pytest.mark.parametrize("text,message", [
@@ -233,7 +234,8 @@ def test_output_dir_of_another_grid_is_refused_unless_extended(data_env, tmp_pat
     grid = write_grid(tmp_path, GRID.format(extra="").replace('cnn = ["2,4,8", "4,8,16"]', 'cnn = ["2,4,8"]'))
     result = subprocess.run([*CLI, str(grid), "-o", str(out)], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr == f"stn-gtsrb: error: {out} holds the results of another grid; use --extend to add this one to it\n"
+    assert result.stderr == (f"stn-gtsrb: error: {out} holds the results of another grid; "
+                             "use --extend to add this one to it\n")
     assert bench.bench(grid, out, extend=True, echo=quiet)[0]["status"] == "ok"
 
 
@@ -254,14 +256,14 @@ def test_an_unreadable_grid_json_is_a_one_line_error(tmp_path, text):
 
 def test_torn_last_line_is_skipped_and_mended(tmp_path):
     (tmp_path / "results.jsonl").write_text('{"id": "a", "status": "ok"}\n{"id": "b", "sta')
-    assert [r["id"] for r in bench.read_records(tmp_path)] == ["a"]
-    bench.append_record(tmp_path, {"id": "c", "status": "ok"})
-    assert [r["id"] for r in bench.read_records(tmp_path)] == ["a", "c"]
+    assert [r["id"] for r in results.read_records(tmp_path)] == ["a"]
+    results.append_record(tmp_path, {"id": "c", "status": "ok"})
+    assert [r["id"] for r in results.read_records(tmp_path)] == ["a", "c"]
 
 
 def test_run_ids_hash_only_the_options_that_differ_from_their_defaults():
     expected = hashlib.sha256(json.dumps({"lr": 0.1, "net": "idsia"}, sort_keys=True).encode()).hexdigest()[:12]
-    assert bench.run_id(TrainConfig(net="idsia", lr=0.1, epochs=TrainConfig().epochs)) == expected
+    assert run_id(TrainConfig(net="idsia", lr=0.1, epochs=TrainConfig().epochs)) == expected
 
 
 def test_table_and_progress_lines_leave_the_loc_net_of_an_absent_input_transformer_blank():
@@ -269,19 +271,19 @@ def test_table_and_progress_lines_leave_the_loc_net_of_an_absent_input_transform
         config = TrainConfig(net="idsia", st=st, locnet=locnet).to_dict()
         return {"id": run, "status": "ok", "config": config, "test_acc": acc, "seconds": 1.0, "parameters": 10}
 
-    table = bench.format_table([record("a", True, "200,300,200", 99.0), record("b", False, "30,60,30", 98.8)])
+    table = results.format_table([record("a", True, "200,300,200", 99.0), record("b", False, "30,60,30", 98.8)])
     rows = [line.split(" | ")[:3] for line in table.splitlines()[2:]]
     assert rows == [["| True", "200,300,200", "99.00"], ["| False", "-", "98.80"]]
-    assert bench.describe(TrainConfig(st=False).to_dict(), ["st", "locnet"]) == "st=false locnet=-"
-    assert bench.describe(TrainConfig(st=True).to_dict(), ["st", "locnet"]) == 'st=true locnet="30,60,30"'
+    assert describe(TrainConfig(st=False).to_dict(), ["st", "locnet"]) == "st=false locnet=-"
+    assert describe(TrainConfig(st=True).to_dict(), ["st", "locnet"]) == 'st=true locnet="30,60,30"'
 
 
 def test_table_of_a_partly_done_sweep_has_the_grid_options_as_columns(tmp_path):
-    grid = bench.load_grid(write_grid(tmp_path, '[grid]\ntransformers = [{st = true, locnet = "4,4,4"}, {st = false}]'))
-    (tmp_path / bench.GRID_FILE).write_text(json.dumps(grid.to_dict()))
+    loaded = load_grid(write_grid(tmp_path, '[grid]\ntransformers = [{st = true, locnet = "4,4,4"}, {st = false}]'))
+    (tmp_path / results.GRID_FILE).write_text(json.dumps(loaded.to_dict()))
     config = TrainConfig(st=True, locnet="4,4,4").to_dict()
-    bench.append_record(tmp_path, {"id": "a", "status": "ok", "config": config, "test_acc": 97.5, "val_acc": None,
+    results.append_record(tmp_path, {"id": "a", "status": "ok", "config": config, "test_acc": 97.5, "val_acc": None,
                                    "seconds": 3.0, "parameters": 10})
-    table = bench.write_table(tmp_path).read_text().splitlines()
+    table = results.write_table(tmp_path).read_text().splitlines()
     assert table[0].startswith("| st | locnet | test acc (%) |")
     assert table[2].startswith("| True | 4,4,4 | 97.50 |")

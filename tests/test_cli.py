@@ -16,8 +16,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
-def test_data_prepare_info_verify(shared_dir, tmp_path):
-    common = ["--source", str(shared_dir), "--data-dir", str(tmp_path)]
+def test_data_prepare_info_verify(real_dir, tmp_path):
+    common = ["--source", str(real_dir), "--data-dir", str(tmp_path)]
     prepared = run("data", "prepare", "--size", "8", *common)
     assert prepared.returncode == 0, prepared.stderr
     cache = data.cache_path(tmp_path, 8)

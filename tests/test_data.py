@@ -1,4 +1,4 @@
-"""Splits, normalisation and the Dataset class on the real (32 px) data."""
+"""Splits, normalisation and the Dataset class on the synthetic GTSRB (32 px)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import torch
 
 from stn_gtsrb import data
 from stn_gtsrb.errors import StnError
+from synthetic_gtsrb import FRAMES, TEST_COUNT, TRAIN_COUNT, VAL_COUNT
 
 
 def test_validation_split_holds_out_one_whole_track_per_class(official):
     val = data.select_split(official, "val", val_seed=1)
     rest = data.select_split(official, "train_without_val", val_seed=1)
-    assert len(val) + len(rest) == 39209
-    assert len(val) == 1290 and len(rest) == 37919  # every GTSRB track has 30 frames
+    assert len(val) + len(rest) == TRAIN_COUNT
+    assert len(val) == VAL_COUNT and len(rest) == TRAIN_COUNT - VAL_COUNT  # every track has FRAMES frames
     assert set(val.tracks.tolist()).isdisjoint(rest.tracks.tolist())
     per_class = {c: val.tracks[val.labels == c].unique().tolist() for c in range(43)}
     assert all(len(tracks) == 1 for tracks in per_class.values())
-    assert sorted(val.frames[val.tracks == val.tracks[0]].tolist()) == list(range(30))
+    assert sorted(val.frames[val.tracks == val.tracks[0]].tolist()) == list(range(FRAMES))
 
 
 def test_validation_split_is_seeded(official):
@@ -54,7 +55,7 @@ def test_no_global_norm_is_identity_on_unit_scale(official):
 
 def test_dataset_class_works_with_a_dataloader(data_env):
     dataset = data.GTSRB(split="test", size=32, transform=lambda img: img.float() / 255)
-    assert len(dataset) == 12630
+    assert len(dataset) == TEST_COUNT
     images, labels = next(iter(torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)))
     assert images.shape == (16, 3, 32, 32) and images.max() <= 1 and labels.dtype == torch.int64
 

@@ -12,6 +12,7 @@ import pytest
 
 from stn_gtsrb import archives, data
 from stn_gtsrb.errors import StnError
+from synthetic_gtsrb import TEST_COUNT
 
 GT = "GTSRB_Final_Test_GT.zip"
 
@@ -21,8 +22,8 @@ def sha256sums(folder: Path) -> None:
     (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
-def test_download_over_http_verifies_and_gives_official_counts(shared_dir, http_server, tmp_path):
-    url = http_server(shared_dir)
+def test_download_over_http_verifies_and_gives_official_counts(real_dir, http_server, tmp_path):
+    url = http_server(real_dir)
     paths, hashes = archives.fetch_archives(url, tmp_path, download=True, show_progress=False)
     assert all(p.parent == tmp_path / "archives" and p.exists() for p in paths.values())
     assert all(h.startswith("sha256:") for h in hashes.values())  # the mirror's SHA256SUMS was used
@@ -188,5 +189,5 @@ def test_truncated_or_stale_cache_is_rebuilt(prepared, shared_dir, tmp_path):
     assert data._read_cache(path, 32, {"other": "sha256:0"}) is None  # keyed by the archives' hashes
     path.write_bytes(good[: len(good) // 2])
     official = data.load_tensors(32, tmp_path, str(shared_dir))
-    assert len(official["test"]) == 12630 and path.read_bytes() != good[: len(good) // 2]
+    assert len(official["test"]) == TEST_COUNT and path.read_bytes() != good[: len(good) // 2]
     assert os.path.getsize(path) > len(good) // 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stn_gtsrb import create_model, list_models
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.models import create_model, list_models
 from stn_gtsrb.normalization import contrastive_normalize, make_kernel
 
 TINY = {"lecun": "4,6,8", "idsia": "4,6,8,10"}

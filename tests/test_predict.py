@@ -8,8 +8,9 @@ import sys
 
 from PIL import Image
 
+from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.classes import CLASS_NAMES
-from stn_gtsrb.train import load_trained, predict
+from stn_gtsrb.evaluation import predict
 
 CLI = [sys.executable, "-m", "stn_gtsrb.cli", "predict"]
 
@@ -31,7 +32,7 @@ def test_predict_matches_the_trained_pipeline_on_files_of_any_format(tiny_runs, 
     assert result.returncode == 0, result.stderr
     predictions = json.loads(result.stdout)
     assert [p["file"] for p in predictions] == files
-    for prediction, wanted in zip(predictions[:2], expected[:2]):  # lossless formats: the exact pipeline
+    for prediction, wanted in zip(predictions[:2], expected[:2], strict=True):  # lossless formats: the exact pipeline
         assert prediction["top"][0]["class"] == wanted
     for prediction in predictions:
         probabilities = [t["probability"] for t in prediction["top"]]

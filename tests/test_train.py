@@ -13,8 +13,11 @@ import pytest
 import torch
 
 from stn_gtsrb import TrainConfig, evaluate, train
+from stn_gtsrb.checkpoints import BEST, LAST
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.train import BEST, LAST, learning_rate, read_log
+from stn_gtsrb.runs import read_log
+from stn_gtsrb.train import learning_rate
+from synthetic_gtsrb import TRAIN_COUNT
 
 TINY = dict(net="lecun", cnn="8,16,32", n=2000, epochs=2, optimizer="adam", lr=0.003)
 CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
@@ -160,7 +163,7 @@ def test_learning_rate_schedules():
     (["--jitter-rot", "-5"], "--jitter-rot must not be negative, got -5.0"),
     (["--dropout", "1"], "--dropout must be below 1, got 1.0"),
     (["--label-smoothing", "-0.1"], "--label-smoothing must not be negative, got -0.1"),
-    (["-n", "50000"], "-n 50000 is larger than the training split (39209 images)"),
+    (["-n", "50000"], f"-n 50000 is larger than the training split ({TRAIN_COUNT} images)"),
 ])
 def test_bad_options_give_one_line_and_exit_2(data_env, tmp_path, args, message):
     result = run_cli("train", "-o", str(tmp_path / "run"), *args)

@@ -10,8 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.transformer import (SpatialTransformer, identity_params, parse_transform, random_thetas,
-                                   theta_from_params, warp)
+from stn_gtsrb.transformer import (
+    SpatialTransformer,
+    identity_params,
+    parse_transform,
+    random_thetas,
+    theta_from_params,
+    warp,
+)
 
 FAMILIES = ["affine", "rotation", "scale", "translation", "rotation+scale", "rotation+translation",
             "scale+translation", "rotation+scale+translation"]

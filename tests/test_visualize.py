@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from stn_gtsrb.classes import CLASS_NAMES
-from stn_gtsrb.visualize import (CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, compose, confusion_matrix, corners,
-                                 most_confused)
+from stn_gtsrb.report import confusion_matrix, most_confused
+from stn_gtsrb.visualize import CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, compose, corners
+from synthetic_gtsrb import CLASSES, FRAMES, TRACKS
 
 CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
 SIZE, SCALE = 32, 4
@@ -78,12 +79,12 @@ def test_plot_without_transformers_says_so_and_plots_inputs(tiny_runs, data_env,
     assert Image.open(tmp_path / "p.png").size == (panel_width(1), CAPTION_HEIGHT + 2 * (CAPTION_HEIGHT + 128 + 4))
 
 
-def test_track_animation_has_the_30_frames_of_the_track(tiny_runs, data_env, tmp_path):
+def test_track_animation_has_one_frame_per_image_of_the_track(tiny_runs, data_env, tmp_path):
     result = run("animate", str(tiny_runs / "st"), "--class", "14", "-o", str(tmp_path / "t.gif"),
                  data_env=data_env)
     assert result.returncode == 0, result.stderr
     gif = Image.open(tmp_path / "t.gif")
-    assert gif.n_frames == 30 and gif.size == (panel_width(3), CAPTION_HEIGHT + SIZE * SCALE + MARGIN)
+    assert gif.n_frames == FRAMES and gif.size == (panel_width(3), CAPTION_HEIGHT + SIZE * SCALE + MARGIN)
 
 
 def test_training_animation_frames_are_in_step_order(tiny_runs):
@@ -121,7 +122,8 @@ def test_report_writes_curves_and_confusion(tiny_runs, data_env, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["animate", "{st}", "--track", "5000", "-o", "{tmp}/x.gif"], "unknown track 5000; valid: 0 to 1306"),
+    (["animate", "{st}", "--track", "5000", "-o", "{tmp}/x.gif"],
+     f"unknown track 5000; valid: 0 to {CLASSES * TRACKS - 1}"),
     (["animate", "{st}", "--class", "43", "-o", "{tmp}/x.gif"], "unknown class 43; valid: 0 to 42"),
     (["plot", "{st}", "-o", "{tmp}/file/x.png"], "cannot write {tmp}/file/x.png"),
     (["plot", "{st}", "-o", "{tmp}/x.png", "--indices", "99999"], "image index 99999 is out of range"),

@@ -12,9 +12,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from stn_gtsrb import TrainConfig, create_model, evaluate, export, load_pretrained, train, weights
+from stn_gtsrb import TrainConfig, checkpoints, create_model, data, evaluate, export, load_pretrained, train
+from stn_gtsrb.checkpoints import load_checkpoint
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.train import load_checkpoint
 
 CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
 
@@ -75,12 +75,12 @@ def test_create_model_pretrained_loads_the_shipped_file(data_env, tmp_path, monk
     cfg = TrainConfig(net="idsia", cnn="4,4,4,8", st=True, locnet="4,4,4", n=300, epochs=1, optimizer="adam",
                       lr=0.003)
     train(cfg, tmp_path / "run", echo=lambda _: None)
-    monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", tmp_path / "shipped")
     with pytest.raises(StnError, match="missing from this installation"):
         create_model("idsia", pretrained=True)
-    export(tmp_path / "run", tmp_path / "shipped" / f"{weights.PRETRAINED['idsia']}.safetensors")
+    export(tmp_path / "run", tmp_path / "shipped" / f"{checkpoints.PRETRAINED['idsia']}.safetensors")
     model = create_model("idsia", pretrained=True)
-    shipped = load_checkpoint(tmp_path / "shipped" / f"{weights.PRETRAINED['idsia']}.safetensors")["model"]
+    shipped = load_checkpoint(tmp_path / "shipped" / f"{checkpoints.PRETRAINED['idsia']}.safetensors")["model"]
     assert all(torch.equal(model.state_dict()[k], shipped[k]) for k in shipped)
     assert create_model("idsia", pretrained=True, cnn="4,4,4,8") is not None
     with pytest.raises(StnError, match=r"trained with cnn='4,4,4,8'; drop those options"):
@@ -92,22 +92,23 @@ def test_create_model_pretrained_loads_the_shipped_file(data_env, tmp_path, monk
 # ---------------------------------------------------------------- the shipped model itself
 
 def test_shipped_model_is_the_two_transformer_net_and_small():
-    path = weights.pretrained_path()
+    path = checkpoints.pretrained_path()
     assert path.stat().st_size <= 25e6
     model, cfg, _ = load_pretrained()
     assert cfg.net == "idsia" and cfg.image_size == 32 and set(cfg.transformers) == {1, 3}
     assert not model.training and model(torch.zeros(2, 3, 32, 32)).shape == (2, 43)
 
 
-def test_eval_pretrained_reproduces_the_recorded_test_accuracy(data_env):
+def test_eval_pretrained_reproduces_the_recorded_test_accuracy(real_env):
     result = run_cli("eval", "--pretrained", "--json", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout)
-    recorded = json.loads((weights.PRETRAINED_DIR / f"{weights.PRETRAINED['idsia']}.json").read_text())
+    recorded = json.loads((checkpoints.PRETRAINED_DIR / f"{checkpoints.PRETRAINED['idsia']}.json").read_text())
     assert measured["total"] == 12630 and measured["accuracy"] == pytest.approx(recorded["test_acc"], abs=1e-9)
 
 
-def test_predict_without_a_model_uses_the_shipped_one(official, tmp_path):
+def test_predict_without_a_model_uses_the_shipped_one(real_env, tmp_path):
+    official = data.load_tensors(32)
     image = official["test"].images[0]
     path = tmp_path / "sign.png"
     Image.fromarray(image.permute(1, 2, 0).numpy()).resize((90, 90)).save(path)

@@ -10,18 +10,13 @@ Python API::
 
 __version__ = "0.1.0"
 
+from .checkpoints import create_model, export, load_pretrained, load_trained, pretrained_path  # noqa: E402
 from .config import TrainConfig  # noqa: E402
 from .data import GTSRB, load_split, prepare  # noqa: E402
 from .errors import StnError  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
-from .train import evaluate, export, load_trained, train  # noqa: E402
-from .weights import pretrained_path  # noqa: E402
-
-
-def load_pretrained(device: str = "cpu"):
-    """(model in eval mode, its TrainConfig, its Normalizer) of the weights shipped with the package."""
-    return load_trained(pretrained_path(), device)
-
+from .evaluation import evaluate  # noqa: E402
+from .models import list_models  # noqa: E402
+from .train import train  # noqa: E402
 
 __all__ = ["GTSRB", "StnError", "TrainConfig", "create_model", "evaluate", "export", "list_models", "load_pretrained",
            "load_split", "load_trained", "prepare", "pretrained_path", "train"]

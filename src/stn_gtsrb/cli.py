@@ -24,16 +24,25 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, predict, visualize
-from .archives import (ARCHIVES, DATA_DIR_ENV, SOURCE_ENV, default_data_dir, default_source, expected_hashes,
-                       fetch_archives)
-from .bench import bench, stop_with_parent, write_table
+from . import __version__, predict, report, visualize
+from .archives import (
+    ARCHIVES,
+    DATA_DIR_ENV,
+    SOURCE_ENV,
+    default_data_dir,
+    default_source,
+    expected_hashes,
+    fetch_archives,
+)
+from .bench import bench
+from .checkpoints import export, load_trained, pretrained_path
 from .config import TrainConfig
 from .data import NUM_CLASSES, cache_path, load_tensors, prepare, select_split
+from .engines import stop_with_parent
 from .errors import StnError
-from .train import evaluate, export, load_trained, train
-from .weights import pretrained_path
-
+from .evaluation import evaluate
+from .results import write_table
+from .train import train
 
 SHORT_FLAGS = {"n": ("-n",), "epochs": ("-e",), "batch_size": ("-b",), "seed": ("-s",)}  # as main.lua
 
@@ -220,9 +229,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.parent_pid is not None:
         stop_with_parent(args.parent_pid)
     cfg = _config_from_args(args)
+    callbacks = []
+    if args.record_st:
+        callbacks.append(visualize.TrainingRecorder.for_run(cfg.validate(), args.record_st, args.output,
+                                                            args.data_dir, args.source))
     result = train(cfg, args.output, device=args.device, resume=args.resume, overwrite=args.overwrite,
                    data_dir=args.data_dir, source=args.source, download=args.download, bf16=args.bf16,
-                   progress=None if not args.script else False, record_st=args.record_st)
+                   progress=None if not args.script else False, callbacks=callbacks)
     print(f"final test accuracy: {result['test_acc']:.2f}% (run in {args.output})")
     if args.script:
         print(f"{result['test_acc']:.4f}")
@@ -264,7 +277,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    for path in visualize.report(args.run, args.output, args.data_dir, args.source, args.device):
+    for path in report.report(args.run, args.output, args.data_dir, args.source, args.device):
         print(f"wrote {path}")
 
 
@@ -274,7 +287,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for error in errors:
         _print_err(f"stn-gtsrb: error: {error}")
     tops = predict.predict_images(model, normalizer, images, args.top_k)
-    predictions = [predict.Prediction(name, top) for name, top in zip(names, tops)]
+    predictions = [predict.Prediction(name, top) for name, top in zip(names, tops, strict=True)]
     print(json.dumps([p.to_dict() for p in predictions]) if args.json else predict.format_table(predictions))
     if args.plot and predictions:
         best = torch.tensor([p.top[0][0] for p in predictions])

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from .errors import StnError
-from .models import DEFAULT_CNN, list_models, parse_widths
+from .models import DEFAULT_CNN, check_model_name, parse_widths
 from .normalization import KERNELS
 from .transformer import parse_transform
 
@@ -100,8 +100,7 @@ class TrainConfig:
             value, choices = getattr(self, f.name), f.metadata.get("choices")
             if choices and value not in choices:
                 raise StnError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, got {value!r}")
-        if self.net not in list_models():
-            raise StnError(f"unknown network {self.net!r}; valid: {', '.join(list_models())}")
+        check_model_name(self.net)
         positive = {"image_size": self.image_size, "epochs": self.epochs, "batch_size": self.batch_size,
                     "lr": self.lr, "step_epochs": self.step_epochs, "locnet_lr_mult": self.locnet_lr_mult}
         for name, value in positive.items():

@@ -1,7 +1,8 @@
 """Networks: a registry of conv nets with optional spatial transformers.
 
-``create_model(name, **options)`` builds a registered network; ``list_models()``
-names them. Both networks follow Moodstocks' ``gtsrb.torch``:
+``build_model(name, **options)`` builds a registered network; ``list_models()``
+names them (``stn_gtsrb.create_model`` also loads pretrained weights). Both
+networks follow Moodstocks' ``gtsrb.torch``:
 
 * ``lecun``: 2 conv blocks (5×5), fc, classifier; widths ``"108,200,100"``.
 * ``idsia``: 3 conv blocks (7×7, 4×4, 4×4), fc, classifier; widths
@@ -45,28 +46,23 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, pretrained: bool = False, **options) -> "ConvNet":
-    """Build the registered network ``name`` with keyword ``options``.
+def build_model(name: str, **options) -> "ConvNet":
+    """Build the registered network ``name`` with keyword ``options`` (fresh weights).
 
-    ``pretrained=True`` builds it as the weights shipped with the package were
-    trained (transformers included) and loads them; ``options`` given with it
-    must agree with that configuration. Its inputs must be normalised with the
-    shipped normaliser: ``stn_gtsrb.load_pretrained()`` returns both.
+    ``stn_gtsrb.create_model`` (checkpoints.py) adds ``pretrained=True``.
     """
+    return _REGISTRY[check_model_name(name)](**options)
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it is registered; else StnError listing the valid names."""
     if name not in _REGISTRY:
         raise StnError(f"unknown network {name!r}; valid: {', '.join(list_models())}")
-    if not pretrained:
-        return _REGISTRY[name](**options)
-    from .train import load_checkpoint, model_from_checkpoint  # train imports this module
-    from .weights import pretrained_path
+    return name
 
-    model, cfg = model_from_checkpoint(load_checkpoint(pretrained_path(name)), f"pretrained {name}")
-    shipped = cfg.model_options()
-    differing = sorted(key for key, value in options.items() if key not in shipped or shipped[key] != value)
-    if differing:
-        raise StnError(f"the pretrained {name} weights were trained with "
-                       f"{', '.join(f'{k}={shipped.get(k)!r}' for k in differing)}; drop those options")
-    return model
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def parse_widths(spec: str | tuple | list, count: int, what: str) -> tuple[int, ...]:

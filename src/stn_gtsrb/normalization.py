@@ -16,7 +16,6 @@ the image, as Torch7 does.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -18,6 +18,7 @@ from PIL import Image
 from .classes import CLASS_NAMES
 from .data import decode_resized
 from .errors import StnError
+from .evaluation import probabilities
 
 
 @dataclass
@@ -46,7 +47,6 @@ def read_images(paths: list[Path | str], size: int) -> tuple[list[str], torch.Te
     return names, stacked, errors
 
 
-@torch.no_grad()
 def predict_images(model, normalizer, images: torch.Tensor, top_k: int = 5) -> list[list[tuple[int, float]]]:
     """Top-k (class id, probability) lists for uint8 ``images``."""
     if not 1 <= top_k <= len(CLASS_NAMES):
@@ -54,9 +54,8 @@ def predict_images(model, normalizer, images: torch.Tensor, top_k: int = 5) -> l
     if len(images) == 0:
         return []
     device = next(model.parameters()).device
-    probabilities = model.eval()(normalizer(images.to(device))).softmax(1).cpu()
-    values, classes = probabilities.topk(top_k, dim=1)
-    return [list(zip(c.tolist(), v.tolist())) for c, v in zip(classes, values)]
+    values, classes = probabilities(model, normalizer(images.to(device))).cpu().topk(top_k, dim=1)
+    return [list(zip(c.tolist(), v.tolist(), strict=True)) for c, v in zip(classes, values, strict=False)]
 
 
 def format_table(predictions: list[Prediction]) -> str:

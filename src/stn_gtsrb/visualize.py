@@ -22,12 +22,15 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .checkpoints import load_trained
 from .classes import CLASS_NAMES
-from .data import Normalizer
+from .config import TrainConfig
+from .data import Normalizer, load_tensors, select_split, validation_tracks
+from .device_data import training_split
 from .errors import StnError
+from .evaluation import require_val_if_asked
 from .fileio import atomic_write
 from .models import ConvNet
-from .train import load_trained, require_val_if_asked
 from .transformer import warp
 
 DOT_COLOURS = ((255, 255, 255), (255, 220, 0), (0, 220, 255), (255, 80, 255))  # one per transformer
@@ -107,7 +110,7 @@ def panel_row(image: torch.Tensor, regions: dict[int, torch.Tensor], scale: int,
     size = image.shape[-1]
     source = enlarge(image, scale)
     views = []
-    for index, (position, theta) in enumerate(sorted(regions.items())):
+    for index, (_position, theta) in enumerate(sorted(regions.items())):
         draw_dots(source, corners(theta[None], size)[0], scale, DOT_COLOURS[index % len(DOT_COLOURS)])
         views.append(enlarge(warp(image[None].float() / 255, theta[None])[0], scale))
     panels = [source, *views]
@@ -171,8 +174,6 @@ def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 120) -
 # ---------------------------------------------------------------- from checkpoints
 
 def _split_tensors(cfg, split: str, data_dir=None, source=None):
-    from .data import load_tensors, select_split
-
     official = load_tensors(cfg.image_size, data_dir, source)
     require_val_if_asked(cfg, split)
     return select_split(official, split, cfg.seed)
@@ -207,8 +208,6 @@ def pick_track(cfg, class_id: int | None = None, track: int | None = None, data_
     By class: the held-out validation track of that class when the run used
     ``--val``, else the class's first track.
     """
-    from .data import load_tensors, validation_tracks
-
     train = load_tensors(cfg.image_size, data_dir, source)["train"]
     if track is None:
         if class_id is None or not 0 <= class_id < len(CLASS_NAMES):
@@ -248,95 +247,42 @@ def training_frames(run_dir: Path | str, stride: int = 1) -> list[Image.Image]:
 
 
 class TrainingRecorder:
-    """During epoch 1, every ``every`` steps, draws fixed images through the transformers.
+    """A training callback (train.Step): during epoch 1, every ``every`` steps, draws fixed images
+    through the transformers.
 
-    Writes ``out_dir/step_NNNNN.png`` per recorded step and, when finished,
+    Writes ``out_dir/step_NNNNN.png`` per recorded step and, after the epoch's last step,
     ``gif_path``, captioned "epoch 1, step i/N".
     """
 
-    def __init__(self, model: ConvNet, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer,
-                 every: int, out_dir: Path, gif_path: Path, scale: int = 3):
-        self.model, self.images, self.labels, self.normalizer = model, images, labels, normalizer
-        self.every, self.out_dir, self.gif_path, self.scale = every, Path(out_dir), Path(gif_path), scale
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, every: int, out_dir: Path, gif_path: Path,
+                 scale: int = 3, echo=print):
+        if every < 1:
+            raise StnError(f"--record-st must be a positive number of steps, got {every}")
+        self.images, self.labels, self.every, self.scale, self.echo = images, labels, every, scale, echo
+        self.out_dir, self.gif_path = Path(out_dir), Path(gif_path)
         self.frames: list[Image.Image] = []
 
-    def __call__(self, step: int, steps: int) -> None:
-        """Called with the number of steps done so far in epoch 1 (0 = before training)."""
-        if step % self.every and step != steps:
+    @classmethod
+    def for_run(cls, cfg: TrainConfig, every: int, run_dir: Path | str, data_dir=None, source=None,
+                echo=print) -> "TrainingRecorder":
+        """``RECORDED_IMAGES`` training images of ``cfg`` (seeded), recorded into ``run_dir``."""
+        train = training_split(cfg, load_tensors(cfg.image_size, data_dir, source))
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+        chosen = train.subset(order[:RECORDED_IMAGES])
+        run_dir = Path(run_dir)
+        return cls(chosen.images, chosen.labels, every, run_dir / "st_frames", run_dir / "st_epoch1.gif",
+                   echo=echo)
+
+    def __call__(self, step) -> None:
+        """Called with a train.Step (model, normalizer, epoch, done, total)."""
+        if step.epoch != 1 or (step.done % self.every and step.done != step.total):
             return
-        was_training = self.model.training
-        frame = plot_transforms(self.model, self.images, self.labels, self.normalizer, self.scale,
-                                title=f"epoch 1, step {step}/{steps}")
-        self.model.train(was_training)
-        save_png(frame, self.out_dir / f"step_{step:05d}.png")
+        model, was_training = step.model, step.model.training
+        images = self.images.to(next(model.parameters()).device)
+        frame = plot_transforms(model, images, self.labels, step.normalizer, self.scale,
+                                title=f"epoch 1, step {step.done}/{step.total}")
+        model.train(was_training)
+        save_png(frame, self.out_dir / f"step_{step.done:05d}.png")
         self.frames.append(frame)
-
-    def finish(self) -> Path | None:
-        return save_gif(self.frames, self.gif_path) if self.frames else None
-
-
-# ---------------------------------------------------------------- run report
-
-def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes: int = len(CLASS_NAMES)) -> torch.Tensor:
-    """``(classes, classes)`` counts, rows = true class, columns = predicted class."""
-    return torch.bincount(labels * classes + predicted, minlength=classes * classes).view(classes, classes)
-
-
-def most_confused(matrix: torch.Tensor, top: int = 10) -> list[tuple[int, int, int]]:
-    """The ``top`` (true, predicted, count) off-diagonal pairs, most frequent first."""
-    off = matrix.clone()
-    off.fill_diagonal_(0)
-    counts, flat = off.flatten().sort(descending=True)
-    size = matrix.shape[0]
-    return [(int(i) // size, int(i) % size, int(c)) for c, i in zip(counts[:top], flat[:top]) if c > 0]
-
-
-def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None, source=None,
-           device: str = "auto") -> list[Path]:
-    """``stn-gtsrb report``: training curves and the best checkpoint's test confusion matrix, as PNGs."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise StnError("reports need matplotlib: pip install 'stn-gtsrb[viz]'") from None
-    from .train import BEST, load_device_data, predict, read_log
-
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir
-    log = read_log(run_dir)
-    if not log or not (run_dir / BEST).exists():
-        raise StnError(f"{run_dir} holds no finished epoch (log.jsonl and best.pt are needed)")
-    epochs = [r["epoch"] for r in log]
-    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_axis.plot(epochs, [r["train_loss"] for r in log], marker="o")
-    loss_axis.set(title="training loss", xlabel="epoch", yscale="log")
-    for name in ("train", "val", "test"):
-        if f"{name}_acc" in log[0]:
-            acc_axis.plot(epochs, [r[f"{name}_acc"] for r in log], marker="o", label=name)
-    acc_axis.set(title="accuracy (%)", xlabel="epoch")
-    acc_axis.legend()
-    acc_axis.grid(alpha=0.3)
-    figure.tight_layout()
-    curves = atomic_write(out_dir / "curves.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
-    plt.close(figure)
-
-    model, cfg, normalizer = load_trained(run_dir / BEST, device)
-    data = load_device_data(cfg, next(model.parameters()).device, data_dir, source, normalizer=normalizer,
-                            splits=("test",))
-    images, labels = data.splits["test"]
-    matrix = confusion_matrix(labels.cpu(), predict(model, images).cpu())
-    figure, (matrix_axis, text_axis) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [3, 2]})
-    matrix_axis.imshow(torch.log1p(matrix.float()), cmap="viridis")
-    matrix_axis.set(title=f"test confusion (log scale), accuracy {100 * matrix.trace() / matrix.sum():.2f}%",
-                    xlabel="predicted class", ylabel="true class")
-    pairs = most_confused(matrix)
-    lines = ["most confused (true -> predicted: count)"] + [
-        f"{t} {CLASS_NAMES[t]} -> {p} {CLASS_NAMES[p]}: {c}" for t, p, c in pairs]
-    text_axis.axis("off")
-    text_axis.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
-    figure.tight_layout()
-    confusion = atomic_write(out_dir / "confusion.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
-    plt.close(figure)
-    return [curves, confusion]
+        if step.done == step.total:
+            self.echo(f"transformer animation of epoch 1: {save_gif(self.frames, self.gif_path)}")

@@ -1,0 +1,186 @@
+"""Checkpoints, the one home of saved models: make, save, load, rebuild, export, pretrained.
+
+A *checkpoint* (``.pt``) is a plain dict of tensors, numbers, strings, lists
+and dicts, loadable with ``torch.load(path, weights_only=True)``::
+
+    format      CHECKPOINT_FORMAT
+    config      the TrainConfig as a dict
+    model       the model's state dict
+    optimizer   the optimiser's state dict
+    epoch, step the last finished epoch and the global step after it
+    rng         the CPU RNG state
+    normalizer  the input normaliser (data.Normalizer.state_dict)
+    metrics     the epoch's log record
+    best        the best selection metric so far
+
+A *weights file* (``.safetensors``) holds the model's state dict as
+``model.<name>`` (float16 when exported with ``half=True``; the fixed
+normalisation kernels are not part of it) and the normaliser's tensors as
+``normalizer.<name>`` (float32); its string metadata holds the training
+config, the epoch and the metrics as JSON. :func:`read_weights` returns the
+shape of a checkpoint (without optimiser state, parameters back in float32),
+so everything that takes a checkpoint takes a weights file.
+
+The package ships one weights file, the two-transformer IDSIA-like net
+(``PRETRAINED``), which ``create_model("idsia", pretrained=True)``,
+:func:`load_pretrained` and the CLI's ``--pretrained`` load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import TrainConfig
+from .data import Normalizer
+from .errors import StnError
+from .fileio import atomic_write, save_torch
+from .models import ConvNet, build_model, check_model_name
+from .runtime import resolve_device
+
+CHECKPOINT_FORMAT = 1
+WEIGHTS_FORMAT = "1"
+SUFFIX = ".safetensors"
+LAST, BEST = "last.pt", "best.pt"  # checkpoint file names in a run directory
+PRETRAINED = {"idsia": "idsia-2st-32px"}  # network name -> file stem under stn_gtsrb/pretrained/
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def make_checkpoint(cfg: TrainConfig, model, optimizer, normalizer: Normalizer, epoch: int, step: int,
+                    metrics: dict, best) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "rng": torch.get_rng_state(),
+            "normalizer": normalizer.state_dict(), "metrics": metrics, "best": best}
+
+
+def save_checkpoint(checkpoint: dict, path: Path | str) -> Path:
+    return save_torch(checkpoint, path)
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    """Read a checkpoint (``weights_only=True``) or a weights file; StnError if it is not one of ours.
+
+    A run directory stands for its ``best.pt``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / BEST
+    if not path.exists():
+        raise StnError(f"checkpoint {path} not found")
+    if path.suffix == SUFFIX:
+        return read_weights(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise StnError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise StnError(f"{path} is not a stn-gtsrb checkpoint of format {CHECKPOINT_FORMAT}")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, path: str = "checkpoint") -> tuple[ConvNet, TrainConfig]:
+    """The checkpoint's network with its weights loaded, and its config."""
+    cfg = TrainConfig.from_dict(checkpoint["config"]).validate()
+    model = build_model(cfg.net, **cfg.model_options())
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as error:
+        raise StnError(f"{path} does not fit its network: {str(error).splitlines()[0]}") from None
+    return model, cfg
+
+
+def load_trained(path: Path | str, device: str = "cpu") -> tuple[ConvNet, TrainConfig, Normalizer]:
+    """(model in eval mode on ``device``, its config, its normaliser) from a checkpoint or run directory."""
+    checkpoint = load_checkpoint(path)
+    model, cfg = model_from_checkpoint(checkpoint, str(path))
+    return model.to(resolve_device(device)).eval(), cfg, Normalizer.from_state_dict(checkpoint["normalizer"])
+
+
+# ---------------------------------------------------------------- weights files
+
+def export_weights(checkpoint: dict, path: Path | str, half: bool = True) -> Path:
+    """Write a training checkpoint's model and normaliser as a weights file (atomically)."""
+    def stored(value: torch.Tensor) -> torch.Tensor:
+        return (value.half() if half and value.is_floating_point() else value).contiguous()
+
+    normalizer = checkpoint["normalizer"]
+    tensors = {f"model.{name}": stored(value) for name, value in checkpoint["model"].items()}
+    tensors |= {f"normalizer.{name}": value.contiguous() for name, value in normalizer.items()
+                if isinstance(value, torch.Tensor)}
+    metadata = {"format": WEIGHTS_FORMAT, "config": json.dumps(checkpoint["config"]),
+                "epoch": str(checkpoint["epoch"]), "metrics": json.dumps(checkpoint["metrics"]),
+                "normalizer": json.dumps({k: v for k, v in normalizer.items() if not isinstance(v, torch.Tensor)})}
+    return atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
+
+
+def read_weights(path: Path | str) -> dict:
+    """A weights file as a checkpoint-shaped dict: config, model, normalizer, epoch, metrics."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
+    except Exception as error:  # safetensors raises several kinds for a bad file
+        raise StnError(f"{path} is not a readable weights file: {str(error).splitlines()[0]}") from None
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise StnError(f"{path} is not a stn-gtsrb weights file of format {WEIGHTS_FORMAT}")
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {name[len(prefix):]: value.float() if value.is_floating_point() else value
+                for name, value in tensors.items() if name.startswith(prefix)}
+
+    return {"config": json.loads(metadata["config"]), "model": part("model."),
+            "normalizer": {**json.loads(metadata["normalizer"]), **part("normalizer.")},
+            "epoch": int(metadata["epoch"]), "metrics": json.loads(metadata["metrics"])}
+
+
+def export(path: Path | str, output: Path | str, half: bool = True, overwrite: bool = False) -> Path:
+    """Write a checkpoint's (or run directory's) model as a weights file."""
+    output = Path(output)
+    if output.suffix != SUFFIX:
+        raise StnError(f"weights file names end in {SUFFIX}, got {output.name}")
+    if output.exists() and not overwrite:
+        raise StnError(f"{output} exists: use --overwrite to replace it")
+    return export_weights(load_checkpoint(path), output, half)
+
+
+# ---------------------------------------------------------------- the shipped model
+
+def pretrained_path(net: str = "idsia") -> Path:
+    """The shipped weights file of network ``net``."""
+    if net not in PRETRAINED:
+        raise StnError(f"no pretrained weights for network {net!r}; available: {', '.join(PRETRAINED)}")
+    path = PRETRAINED_DIR / f"{PRETRAINED[net]}{SUFFIX}"
+    if not path.exists():
+        raise StnError(f"pretrained weights {path} are missing from this installation")
+    return path
+
+
+def load_pretrained(device: str = "cpu") -> tuple[ConvNet, TrainConfig, Normalizer]:
+    """(model in eval mode, its TrainConfig, its Normalizer) of the weights shipped with the package."""
+    return load_trained(pretrained_path(), device)
+
+
+def create_model(name: str, pretrained: bool = False, **options) -> ConvNet:
+    """Build the registered network ``name`` (see models.py) with keyword ``options``.
+
+    ``pretrained=True`` builds it as the weights shipped with the package were
+    trained (transformers included) and loads them; ``options`` given with it
+    must agree with that configuration. Its inputs must be normalised with the
+    shipped normaliser: :func:`load_pretrained` returns both.
+    """
+    if not pretrained:
+        return build_model(name, **options)
+    check_model_name(name)
+    model, cfg = model_from_checkpoint(load_checkpoint(pretrained_path(name)), f"pretrained {name}")
+    shipped = cfg.model_options()
+    differing = sorted(key for key, value in options.items() if key not in shipped or shipped[key] != value)
+    if differing:
+        raise StnError(f"the pretrained {name} weights were trained with "
+                       f"{', '.join(f'{k}={shipped.get(k)!r}' for k in differing)}; drop those options")
+    return model

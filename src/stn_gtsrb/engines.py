@@ -1,0 +1,189 @@
+"""Engines that train a sweep's cells: one subprocess per cell, run locally or as Ray Tune trials.
+
+Cells run as ``stn-gtsrb train --script --resume`` subprocesses, so a rerun
+resumes interrupted ones, and a crashing cell is recorded with its error while
+the sweep goes on; stopping the local runner (Ctrl-C, SIGTERM) stops its
+running cells and records none of them, and a cell whose runner dies
+(``kill -9``, a lost Ray worker) stops itself. Engines: ``local`` (one cell
+after another, or ``workers`` side by side with the CPU threads split between
+them) and ``ray`` (Ray Tune, on a local or existing cluster; imported only
+when used, as it is an optional extra). Both write the same records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import TrainConfig
+from .errors import StnError
+from .fileio import read_json
+from .grid import Grid, describe, run_id
+from .results import append_record, read_records
+from .runs import RESULT_FILE
+
+
+def config_args(cfg: TrainConfig) -> list[str]:
+    """The ``stn-gtsrb train`` options that reproduce ``cfg``."""
+    args = []
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args += [flag] if value else []
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+# A cell's exit codes when it was stopped (Ctrl-C, SIGTERM) rather than failed: not recorded, so a rerun resumes it.
+_STOPPED = {130, -signal.SIGINT, -signal.SIGTERM}
+_live: set[subprocess.Popen] = set()  # the cell subprocesses running now
+_live_lock = threading.Lock()
+
+
+def stop_cells() -> None:
+    """Terminate every running cell subprocess (each keeps its last checkpoint, so a rerun resumes it)."""
+    with _live_lock:
+        for process in _live:
+            process.terminate()
+
+
+def stop_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Send this process SIGTERM as soon as process ``parent`` is no longer its parent (it died).
+
+    A cell calls this (``train --parent-pid``) so that it does not train on, orphaned, when
+    its runner is killed outright or its Ray worker is lost.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
+@contextmanager
+def _cell_process(command: list[str], env: dict):
+    """A cell subprocess, tracked while it runs and terminated if its caller stops waiting for it."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with _live_lock:
+        _live.add(process)
+    try:
+        yield process
+    finally:
+        with _live_lock:
+            _live.discard(process)
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
+
+
+def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, source=None, device="auto") -> dict:
+    """Train one cell in a ``stn-gtsrb train --script --resume`` subprocess; return its record.
+
+    Raises KeyboardInterrupt when the cell was stopped (by a signal or ``stop_cells``) rather than failed.
+    """
+    command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--script", "--resume",
+               "--parent-pid", str(os.getpid()), "--device", device, *config_args(cfg)]
+    command += ["--data-dir", str(data_dir)] if data_dir else []
+    command += ["--source", str(source)] if source else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    started = time.perf_counter()
+    with _cell_process(command, env) as process:
+        stdout, stderr = process.communicate()
+    if process.returncode in _STOPPED:
+        raise KeyboardInterrupt(f"cell {run_dir} stopped")
+    record = {"id": run_id(cfg), "config": cfg.to_dict(), "seed": cfg.seed, "run_dir": str(run_dir)}
+    if process.returncode != 0:
+        lines = (stderr.strip() or stdout.strip() or f"exit code {process.returncode}").splitlines()
+        return {**record, "status": "failed", "error": lines[-1], "seconds": time.perf_counter() - started}
+    result = read_json(Path(run_dir) / RESULT_FILE, "run result")
+    return {**record, "status": "ok", "test_acc": float(stdout.strip().splitlines()[-1]),
+            "val_acc": result["val_acc"], "epochs": result["epochs"], "seconds": result["seconds"],
+            "parameters": result["parameters"]}
+
+
+def _report(bar, cfg: TrainConfig, record: dict, shown) -> None:
+    outcome = (f"{record['test_acc']:.2f}% in {record['seconds']:.0f}s" if record["status"] == "ok"
+               else f"FAILED: {record['error']}")
+    bar.write(f"[{record['id']}] {describe(cfg.to_dict(), [*shown, 'seed'])}: {outcome}")
+    bar.update()
+
+
+def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, **cell_options) -> None:
+    """Run the cells in ``workers`` threads; an interrupt (or error) in the runner stops the running cells
+    and records none of them."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
+        def one(cfg: TrainConfig) -> None:
+            record = run_cell(cfg, out_dir / "runs" / run_id(cfg), threads, **cell_options)
+            append_record(out_dir, record)
+            _report(bar, cfg, record, shown)
+
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            for future in [pool.submit(one, cfg) for cfg in todo]:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_cells()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+
+def _ray_trial(config: dict, out_dir: str, threads: int, cell_options: dict) -> None:
+    from ray import tune
+
+    cfg = TrainConfig.from_dict(config["cell"])
+    record = run_cell(cfg, Path(out_dir) / "runs" / run_id(cfg), threads, **cell_options)
+    tune.report({"record": json.dumps(record)})
+
+
+def run_ray(todo: list[TrainConfig], out_dir: Path, shown, grid: Grid, address: str | None = None,
+            cpus_per_trial: int = 1, storage: str | None = None, **cell_options) -> None:
+    """Run the cells as Ray Tune trials; restores the experiment if a previous sweep was interrupted."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise StnError("the ray engine needs Ray Tune: pip install 'stn-gtsrb[ray]'") from None
+    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    if storage is None or "://" not in storage:  # a local path: Tune wants it absolute
+        storage = str(Path(storage or out_dir / "ray").resolve())
+    name = "stn-gtsrb-" + hashlib.sha256(json.dumps(grid.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    trainable = tune.with_resources(
+        partial(_ray_trial, out_dir=str(out_dir.resolve()), threads=cpus_per_trial, cell_options=cell_options),
+        {"cpu": cpus_per_trial})
+    experiment = f"{storage.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space={"cell": tune.grid_search([c.to_dict() for c in todo])},
+                           run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
+    results = tuner.fit()
+    recorded = {r["id"] for r in read_records(out_dir)}
+    with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
+        for result in results:
+            if result.error is not None or "record" not in (result.metrics or {}):
+                bar.write(f"ray trial failed: {result.error}")
+                continue
+            record = json.loads(result.metrics["record"])
+            if record["id"] not in recorded:
+                append_record(out_dir, record)
+                recorded.add(record["id"])
+                _report(bar, TrainConfig.from_dict(record["config"]), record, shown)

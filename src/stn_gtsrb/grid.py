@@ -1,0 +1,129 @@
+"""Grid files: base options, the options that vary, and the cells they expand to.
+
+A grid file (TOML) names base options and, for any option, a list of values;
+the cells are the cartesian product, each run with ``repeats`` seeds::
+
+    repeats = 2                       # optional (or --repeats)
+    [base]                            # options shared by every cell
+    net = "idsia"
+    epochs = 14
+    [grid]                            # option -> list of values
+    cnn = ["150,200,300,350", "100,150,250,300"]
+    st = [false, true]
+
+Option names are exactly those of ``stn-gtsrb train`` (TrainConfig's fields,
+with ``-`` or ``_``). Options that must change together form one axis whose
+values are tables, under any label: ``"sca+tra" = [{}, {sca = true, tra = true}]``.
+Every cell is validated when the grid is loaded, before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import StnError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class Grid:
+    """Base options, the options that vary (name -> values), and seeds per cell."""
+
+    base: dict
+    axes: dict
+    repeats: int = 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _option_name(key: str, where: str) -> str:
+    name = key.replace("-", "_")
+    valid = [f.name for f in dataclasses.fields(TrainConfig)]
+    if name not in valid:
+        raise StnError(f"{where}: unknown option {key!r}; valid: {', '.join(valid)}")
+    return name
+
+
+def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
+    """Read and check a grid file; ``repeats`` overrides the file's."""
+    path = Path(path)
+    try:
+        content = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StnError(f"grid file {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise StnError(f"{path} is not valid TOML: {error}") from None
+    unknown = sorted(set(content) - {"base", "grid", "repeats"})
+    if unknown:
+        raise StnError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; valid: repeats, [base], [grid]")
+    base = {_option_name(k, f"{path} [base]"): v for k, v in content.get("base", {}).items()}
+    axes = {}
+    for key, values in content.get("grid", {}).items():
+        if not isinstance(values, list) or not values:
+            raise StnError(f"{path} [grid]: {key} must be a non-empty list of values, got {values!r}")
+        if all(isinstance(v, dict) for v in values):  # options set together
+            axes[key] = [{_option_name(k, f"{path} [grid] {key}"): v for k, v in value.items()} for value in values]
+        else:
+            axes[_option_name(key, f"{path} [grid]")] = values
+    repeats = content.get("repeats", 1) if repeats is None else repeats
+    if not isinstance(repeats, int) or repeats < 1:
+        raise StnError(f"repeats must be a positive integer, got {repeats!r}")
+    grid = Grid(base, axes, repeats)
+    expand(grid)  # validates every cell now, before anything runs
+    return grid
+
+
+def expand(grid: Grid) -> list[TrainConfig]:
+    """Every cell × seed as a validated TrainConfig (seeds: base seed, +1, ...)."""
+    configs = []
+    for values in itertools.product(*grid.axes.values()):
+        options = dict(grid.base)
+        for axis, value in zip(grid.axes, values, strict=True):
+            options.update(value if isinstance(value, dict) else {axis: value})
+        cfg = TrainConfig.from_dict(options)
+        try:
+            cfg.validate()
+        except StnError as error:
+            raise StnError(f"cell {describe(options, axis_options(grid))}: {error}") from None
+        configs += [dataclasses.replace(cfg, seed=cfg.seed + r) for r in range(grid.repeats)]
+    return configs
+
+
+def axis_options(grid: Grid) -> list[str]:
+    """The option names the grid varies (the keys inside table-valued axes included)."""
+    names = []
+    for axis, values in grid.axes.items():
+        for key in ([k for v in values for k in v] if isinstance(values[0], dict) else [axis]):
+            if key not in names:
+                names.append(key)
+    return names
+
+
+def unused(config: dict, key: str) -> bool:
+    """Whether an option has no effect in this config: the input loc-net's widths without an input transformer."""
+    return key == "locnet" and not config.get("st", TrainConfig.st)
+
+
+def describe(options: dict, keys) -> str:
+    """``key=value`` for each key (a progress line); ``-`` for an unused option."""
+    default = TrainConfig().to_dict()
+    values = {k: "-" if unused(options, k) else json.dumps(options.get(k, default[k])) for k in keys}
+    return " ".join(f"{k}={v}" for k, v in values.items()) or "(base)"
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """A short hash of the options that differ from their defaults (stable when options are added)."""
+    default = TrainConfig().to_dict()
+    changed = {name: value for name, value in cfg.to_dict().items() if value != default[name]}
+    return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:12]

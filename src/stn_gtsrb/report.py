@@ -1,0 +1,82 @@
+"""Run reports: training curves and the test confusion matrix, as PNGs (needs matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoints import BEST, load_trained
+from .classes import CLASS_NAMES
+from .device_data import load_device_data
+from .errors import StnError
+from .evaluation import predict
+from .fileio import atomic_write
+from .runs import read_log
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:  # the viz extra is not installed: report() says so
+    plt = None
+
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes: int = len(CLASS_NAMES)) -> torch.Tensor:
+    """``(classes, classes)`` counts, rows = true class, columns = predicted class."""
+    return torch.bincount(labels * classes + predicted, minlength=classes * classes).view(classes, classes)
+
+
+def most_confused(matrix: torch.Tensor, top: int = 10) -> list[tuple[int, int, int]]:
+    """The ``top`` (true, predicted, count) off-diagonal pairs, most frequent first."""
+    off = matrix.clone()
+    off.fill_diagonal_(0)
+    counts, flat = off.flatten().sort(descending=True)
+    size = matrix.shape[0]
+    return [(int(i) // size, int(i) % size, int(c)) for c, i in zip(counts[:top], flat[:top], strict=True) if c > 0]
+
+
+def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None, source=None,
+           device: str = "auto") -> list[Path]:
+    """``stn-gtsrb report``: training curves and the best checkpoint's test confusion matrix, as PNGs."""
+    if plt is None:
+        raise StnError("reports need matplotlib: pip install 'stn-gtsrb[viz]'")
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir else run_dir
+    log = read_log(run_dir)
+    if not log or not (run_dir / BEST).exists():
+        raise StnError(f"{run_dir} holds no finished epoch (log.jsonl and best.pt are needed)")
+    epochs = [r["epoch"] for r in log]
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [r["train_loss"] for r in log], marker="o")
+    loss_axis.set(title="training loss", xlabel="epoch", yscale="log")
+    for name in ("train", "val", "test"):
+        if f"{name}_acc" in log[0]:
+            acc_axis.plot(epochs, [r[f"{name}_acc"] for r in log], marker="o", label=name)
+    acc_axis.set(title="accuracy (%)", xlabel="epoch")
+    acc_axis.legend()
+    acc_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    curves = atomic_write(out_dir / "curves.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
+    plt.close(figure)
+
+    model, cfg, normalizer = load_trained(run_dir / BEST, device)
+    data = load_device_data(cfg, next(model.parameters()).device, data_dir, source, normalizer=normalizer,
+                            splits=("test",))
+    images, labels = data.splits["test"]
+    matrix = confusion_matrix(labels.cpu(), predict(model, images).cpu())
+    figure, (matrix_axis, text_axis) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [3, 2]})
+    matrix_axis.imshow(torch.log1p(matrix.float()), cmap="viridis")
+    matrix_axis.set(title=f"test confusion (log scale), accuracy {100 * matrix.trace() / matrix.sum():.2f}%",
+                    xlabel="predicted class", ylabel="true class")
+    pairs = most_confused(matrix)
+    lines = ["most confused (true -> predicted: count)"] + [
+        f"{t} {CLASS_NAMES[t]} -> {p} {CLASS_NAMES[p]}: {c}" for t, p, c in pairs]
+    text_axis.axis("off")
+    text_axis.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
+    figure.tight_layout()
+    confusion = atomic_write(out_dir / "confusion.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
+    plt.close(figure)
+    return [curves, confusion]
