@@ -7,7 +7,6 @@ import torch
 
 from stn_gtsrb import create_model, list_models
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.normalization import contrastive_normalize, make_kernel
 
 TINY = {"lecun": "4,6,8", "idsia": "4,6,8,10"}
 DEPTH = {"lecun": 2, "idsia": 3}
@@ -82,17 +81,3 @@ def test_position_the_net_lacks():
 def test_unknown_cnorm_kernel():
     with pytest.raises(StnError, match="unknown cnorm kernel 'box'"):
         create_model("lecun", cnn=TINY["lecun"], cnorm_kernel="box")
-
-
-def test_contrastive_norm_equals_torch7_definition_with_per_channel_convolution():
-    """The channel-mean shortcut equals convolving every channel and averaging (Torch7's way)."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 5, 12, 12)
-    kernel = make_kernel("gaussian7")
-    k = kernel / (kernel.sum() * 5)
-    weight = k.expand(1, 5, 7, 7)
-    coverage = torch.nn.functional.conv2d(torch.ones(1, 5, 12, 12), weight, padding=3)
-    mean = torch.nn.functional.conv2d(x, weight, padding=3) / coverage
-    centred = x - mean
-    std = (torch.nn.functional.conv2d(centred**2, weight, padding=3) / coverage).sqrt().clamp_min(1e-4)
-    assert torch.allclose(contrastive_normalize(x, kernel), centred / std, atol=1e-5)

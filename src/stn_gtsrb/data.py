@@ -28,7 +28,7 @@ from PIL import Image
 from .archives import ARCHIVES, default_data_dir, default_source, expected_hashes, fetch_archives
 from .errors import StnError
 from .fileio import save_torch
-from .normalization import contrastive_normalize, make_kernel
+from .normalization import contrastive_normalize
 
 FORMAT_VERSION = 1
 NUM_CLASSES = 43
@@ -37,6 +37,7 @@ TRAIN_DIR = "GTSRB/Final_Training/Images"
 TEST_DIR = "GTSRB/Final_Test/Images"
 TEST_LABELS_CSV = "GT-final_test.csv"
 NORM_CHUNK = 4096  # images per batched normalisation call (bounds peak memory)
+LOCAL_KERNEL = "gaussian7"  # the input images' local contrast normalisation, as the original
 
 
 @dataclass
@@ -289,13 +290,12 @@ class Normalizer:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, H, W)`` -> float32 ``(N, 3, H, W)``, on the images' device."""
-        kernel = make_kernel("gaussian7").to(images.device)
         out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
         shape = (1, -1, 1, 1) if self.mean.dim() else ()
         mean, std = self.mean.to(out).reshape(shape), self.std.to(out).reshape(shape)
         for start in range(0, len(images), NORM_CHUNK):
             chunk = (images[start:start + NORM_CHUNK].float() / 255 - mean) / std
-            out[start:start + NORM_CHUNK] = contrastive_normalize(chunk, kernel) if self.local else chunk
+            out[start:start + NORM_CHUNK] = contrastive_normalize(chunk, LOCAL_KERNEL) if self.local else chunk
         return out
 
     def state_dict(self) -> dict:

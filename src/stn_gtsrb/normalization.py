@@ -11,10 +11,13 @@ the same mean/std map is applied to every channel. Because the kernel is the
 same for every channel, this equals a single-channel convolution of the
 channel mean, which is what is computed here (C times cheaper than a C-channel
 convolution). Borders use zero padding corrected by the kernel mass inside
-the image, as Torch7 does.
+the image (``coef``) exactly as Torch7 does, square root first (see
+:func:`contrastive_normalize`).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -32,39 +35,63 @@ def gaussian_1d(size: int) -> torch.Tensor:
 
 
 def make_kernel(name: str) -> torch.Tensor:
-    """A 2-D neighbourhood kernel by name: ``uniform9`` or ``gaussian7``."""
+    """A 2-D neighbourhood kernel by name, in float64: ``uniform9`` or ``gaussian7`` (the outer product of
+    Torch7's ``image.gaussian1D(7)``, which the original applies as a separable 1-D kernel: the same thing)."""
     if name == "uniform9":
-        return torch.ones(9, 9)
+        return torch.ones(9, 9, dtype=torch.float64)
     if name == "gaussian7":
-        g = gaussian_1d(7)
+        g = gaussian_1d(7).double()
         return torch.outer(g, g)
     raise ValueError(f"unknown normalisation kernel {name!r}; valid: {', '.join(KERNELS)}")
 
 
-def contrastive_normalize(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Subtractive then divisive local normalisation.
+def contrastive_normalize(x: torch.Tensor, kernel: torch.Tensor | str) -> torch.Tensor:
+    """Subtractive then divisive local normalisation, exactly as Torch7 computes it.
 
     Args:
         x: ``(N, C, H, W)`` float tensor.
-        kernel: ``(k, k)`` non-negative weights, k odd; normalised here.
+        kernel: ``(k, k)`` non-negative weights, k odd, normalised here; or the name of
+            one of ``KERNELS``, whose constants are then computed once per map size,
+            device and dtype (the fast path the layers use).
     Returns:
-        ``(N, C, H, W)``: ``(x - m) / max(s, 1e-4)`` with m, s the local mean
-        and standard deviation over the window and all channels.
+        ``(N, C, H, W)``: ``(x - m) / max(s, 1e-4)`` where, with ``E[t]`` the
+        zero-padded convolution of ``t`` summed over channels with ``kernel /
+        (sum · C)`` and ``coef = E[1]`` (the kernel mass inside the image),
+        ``m = E[x] / coef`` and ``s = sqrt(E[(x - m)²]) / coef``: Torch7 takes the
+        square root *before* dividing by ``coef``, so near the borders (and
+        everywhere on maps smaller than the kernel) ``s`` is ``1 / sqrt(coef)``
+        times the windowed standard deviation.
     """
     if x.dim() != 4:
         raise ValueError(f"expected (N, C, H, W), got shape {tuple(x.shape)}")
+    if isinstance(kernel, str):
+        weight, coef = _named_constants(kernel, x.shape[-2], x.shape[-1], x.device, x.dtype)
+    else:
+        weight, coef = _constants(kernel, x.shape[-2], x.shape[-1], x.device, x.dtype)
+    k = weight.shape[-1]
+
+    def estimate(t: torch.Tensor) -> torch.Tensor:  # E[t]: the same kernel on every channel, summed
+        return F.conv2d(t.mean(1, keepdim=True), weight, padding=k // 2)
+
+    centred = x - estimate(x) / coef
+    # sqrt(max(E, (1e-4·coef)²)) / coef == max(sqrt(E) / coef, 1e-4), with a finite gradient where E = 0
+    std = torch.sqrt(torch.maximum(estimate(centred * centred), (STD_FLOOR * coef) ** 2)) / coef
+    return centred / std
+
+
+def _constants(kernel: torch.Tensor, height: int, width: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised ``(1, 1, k, k)`` kernel and Torch7's border coefficient ``coef`` ``(1, 1, H, W)``."""
     k = kernel.shape[-1]
     if kernel.dim() != 2 or kernel.shape[0] != k or k % 2 == 0:
         raise ValueError(f"kernel must be square with an odd side, got shape {tuple(kernel.shape)}")
-    weight = (kernel / kernel.sum()).to(x)[None, None]
-    coverage = F.conv2d(x.new_ones(1, 1, *x.shape[-2:]), weight, padding=k // 2)
+    kernel = kernel.detach().double()
+    weight = (kernel / kernel.sum()).to(device=device, dtype=dtype)[None, None]
+    return weight, F.conv2d(torch.ones(1, 1, height, width, device=device, dtype=dtype), weight, padding=k // 2)
 
-    def local_mean(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t.mean(1, keepdim=True), weight, padding=k // 2) / coverage
 
-    centred = x - local_mean(x)
-    std = torch.sqrt(local_mean(centred * centred).clamp_min(STD_FLOOR**2))
-    return centred / std
+@functools.lru_cache(maxsize=256)
+def _named_constants(name: str, height: int, width: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return _constants(make_kernel(name), height, width, device, dtype)
 
 
 class ContrastiveNorm(nn.Module):
@@ -72,11 +99,11 @@ class ContrastiveNorm(nn.Module):
 
     def __init__(self, kernel: str = "uniform9"):
         super().__init__()
+        make_kernel(kernel)  # an unknown name fails here, not in the first forward pass
         self.kernel_name = kernel
-        self.register_buffer("kernel", make_kernel(kernel), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return contrastive_normalize(x, self.kernel)
+        return contrastive_normalize(x, self.kernel_name)
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel_name}"
