@@ -58,8 +58,9 @@ def test_official_url_uses_official_md5s(tmp_path):
 
 
 def test_missing_archives_say_how_to_prepare(tmp_path):
-    with pytest.raises(StnError, match="not found: run 'stn-gtsrb data prepare'"):
+    with pytest.raises(StnError, match="not found: run stn_gtsrb.prepare") as error:
         archives.fetch_archives("http://127.0.0.1:9/", tmp_path, download=False)
+    assert "run 'stn-gtsrb data prepare'" in error.value.cli and "download=True" not in error.value.cli
 
 
 def test_missing_archive_in_folder(mirror):

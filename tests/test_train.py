@@ -190,6 +190,7 @@ def test_no_data_prepared_says_how(tmp_path):
     env = {**os.environ, "STN_GTSRB_DATA": str(tmp_path / "empty"), "STN_GTSRB_SOURCE": "http://127.0.0.1:9/"}
     result = run_cli("train", "-o", str(tmp_path / "run"), "-n", "10", env=env)
     assert result.returncode == 2 and "run 'stn-gtsrb data prepare'" in result.stderr
+    assert "download=True" not in result.stderr  # the CLI's hint speaks CLI
 
 
 @pytest.mark.parametrize("text,message", [("{not json", "Expecting property name"), ("[1, 2]", "not a run config")])

@@ -14,6 +14,7 @@ Hashes are written ``"md5:<hex>"`` or ``"sha256:<hex>"`` (pooch's notation).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -22,11 +23,13 @@ import pooch
 import requests
 
 from .errors import StnError
+from .fileio import write_text
 
 OFFICIAL_URL = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
 SOURCE_ENV = "STN_GTSRB_SOURCE"  # default source: URL or folder
 DATA_DIR_ENV = "STN_GTSRB_DATA"  # default data directory (downloads and caches)
 CHECKSUM_FILE = "SHA256SUMS"
+SOURCE_FILE = "source.json"  # in a data directory: the source its archives and caches came from
 pooch.get_logger().setLevel("WARNING")  # the progress bar says enough
 
 # role -> official archive name
@@ -47,9 +50,26 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or platformdirs.user_cache_dir("stn-gtsrb"))
 
 
-def default_source() -> str:
-    """``$STN_GTSRB_SOURCE``, else the official download URL."""
-    return os.environ.get(SOURCE_ENV) or OFFICIAL_URL
+def resolve_source(source: str | None, data_dir: Path | str) -> str:
+    """The source to use: ``source`` if given, else the one ``data_dir`` was prepared from
+    (:func:`remember_source`), else ``$STN_GTSRB_SOURCE``, else the official download URL."""
+    return source or remembered_source(data_dir) or os.environ.get(SOURCE_ENV) or OFFICIAL_URL
+
+
+def remembered_source(data_dir: Path | str) -> str | None:
+    """The source recorded in ``data_dir/SOURCE_FILE``, if any."""
+    path = Path(data_dir) / SOURCE_FILE
+    try:
+        return json.loads(path.read_text())["source"] if path.exists() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise StnError(f"cannot read {path}: {error}; delete it and prepare the data again") from None
+
+
+def remember_source(data_dir: Path | str, source: str) -> None:
+    """Record ``source`` (a folder as an absolute path) as where ``data_dir``'s archives come from."""
+    value = source if is_url(source) else str(Path(source).resolve())
+    if remembered_source(data_dir) != value:
+        write_text(Path(data_dir) / SOURCE_FILE, json.dumps({"source": value}) + "\n")
 
 
 def is_url(source: str) -> bool:
@@ -134,8 +154,8 @@ def fetch_archives(source: str | None = None, data_dir: Path | str | None = None
     Returns ``(paths, hashes)``: role -> verified path, archive name -> hash.
     Raises StnError naming the archive that is missing or fails verification.
     """
-    source = source or default_source()
     data_dir = Path(data_dir) if data_dir else default_data_dir()
+    source = resolve_source(source, data_dir)
     hashes = expected_hashes(source, data_dir, download)
     paths = {}
     if is_url(source):
@@ -145,8 +165,10 @@ def fetch_archives(source: str | None = None, data_dir: Path | str | None = None
             if download:
                 path = _download(_base_url(source) + name, hashes[name], archive_dir, show_progress)
             elif not path.exists():
-                raise StnError(f"GTSRB archive {path} not found: run 'stn-gtsrb data prepare' "
-                               "(or pass download=True / --download)")
+                raise StnError(f"GTSRB archive {path} not found: run stn_gtsrb.prepare(download=True) "
+                               "or pass download=True",
+                               cli=f"GTSRB archive {path} not found: run 'stn-gtsrb data prepare' "
+                                   "(with --source DIR_OR_URL for another source than the official URL)")
             else:
                 verify_file(path, hashes[name])
             paths[role] = path

@@ -19,16 +19,12 @@ from pathlib import Path
 
 from .engines import run_local, run_ray
 from .errors import StnError
-from .fileio import write_text
+from .fileio import locked_directory, write_text
 from .grid import Grid, axis_options, describe, expand, load_grid, run_id
 from .results import GRID_FILE, RECORDS_FILE, read_records, saved_grid, write_table
 
 
 def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StnError(f"cannot create output directory {out_dir}: {error}") from None
     saved = saved_grid(out_dir)
     if saved is not None and not extend and saved != grid.to_dict():
         raise StnError(f"{out_dir} holds the results of another grid; use --extend to add this one to it")
@@ -38,7 +34,7 @@ def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
 
 def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", workers: int = 1,
           repeats: int | None = None, dry_run: bool = False, extend: bool = False, retry_failed: bool = False,
-          address: str | None = None, cpus_per_trial: int = 1, storage: str | None = None, sort: str = "test",
+          address: str | None = None, cpus_per_trial: int = 1, storage: str | None = None, sort: str = "auto",
           data_dir=None, source=None, device: str = "auto", echo=print) -> list[dict]:
     """Run every cell of the grid not yet recorded in ``out_dir``; return all records."""
     if engine not in ("local", "ray"):
@@ -55,14 +51,15 @@ def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", wor
             echo(f"{state}  {run_id(cfg)}  {describe(cfg.to_dict(), [*axis_options(grid), 'seed'])}")
         echo(f"{len(configs)} runs, {len(todo)} to do")
         return read_records(out_dir)
-    _claim_directory(out_dir, grid, extend)
-    echo(f"{len(configs)} runs ({len(configs) // grid.repeats} cells × {grid.repeats} seeds), "
-         f"{len(configs) - len(todo)} already recorded, {len(todo)} to run with the {engine} engine")
-    cell_options = dict(data_dir=data_dir, source=source, device=device)
-    if todo and engine == "local":
-        run_local(todo, out_dir, axis_options(grid), workers, **cell_options)
-    elif todo:
-        run_ray(todo, out_dir, axis_options(grid), grid, address, cpus_per_trial, storage, **cell_options)
-    if (out_dir / RECORDS_FILE).exists():
-        echo(f"table: {write_table(out_dir, sort)}")
-    return read_records(out_dir)
+    with locked_directory(out_dir, "sweep output directory"):  # one runner per directory
+        _claim_directory(out_dir, grid, extend)
+        echo(f"{len(configs)} runs ({grid.repeats} seed(s) per cell), {len(configs) - len(todo)} already "
+             f"recorded, {len(todo)} to run with the {engine} engine")
+        cell_options = dict(data_dir=data_dir, source=source, device=device)
+        if todo and engine == "local":
+            run_local(todo, out_dir, axis_options(grid), workers, **cell_options)
+        elif todo:
+            run_ray(todo, out_dir, axis_options(grid), grid, address, cpus_per_trial, storage, **cell_options)
+        if (out_dir / RECORDS_FILE).exists():
+            echo(f"table: {write_table(out_dir, sort)}")
+        return read_records(out_dir)

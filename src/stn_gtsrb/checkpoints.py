@@ -11,7 +11,7 @@ and dicts, loadable with ``torch.load(path, weights_only=True)``::
     rng         the CPU RNG state
     normalizer  the input normaliser (data.Normalizer.state_dict)
     metrics     the epoch's log record
-    best        the best selection metric so far
+    best        the best validation accuracy so far (None without a validation split)
 
 A *weights file* (``.safetensors``) holds the model's state dict as
 ``model.<name>`` (float16 when exported with ``half=True``; the fixed
@@ -63,14 +63,28 @@ def save_checkpoint(checkpoint: dict, path: Path | str) -> Path:
     return save_torch(checkpoint, path)
 
 
-def load_checkpoint(path: Path | str) -> dict:
+def checkpoint_path(path: Path | str, best: bool = False) -> Path:
+    """The file a model argument names: a run directory stands for its final model (``last.pt``), or with
+    ``best`` for its ``best.pt``, the epoch chosen on validation accuracy (only runs with ``--val`` have one)."""
+    path = Path(path)
+    if not path.is_dir():
+        if best:
+            raise StnError(f"--best picks a checkpoint in a run directory; {path} is a file")
+        return path
+    if best and not (path / BEST).exists() and (path / LAST).exists():
+        raise StnError(f"{path} has no best.pt: only runs trained with --val choose a best epoch (on validation)")
+    return path / (BEST if best else LAST)
+
+
+REQUIRED_KEYS = ("config", "model", "normalizer", "epoch", "metrics")  # what every reader of a checkpoint uses
+
+
+def load_checkpoint(path: Path | str, best: bool = False) -> dict:
     """Read a checkpoint (``weights_only=True``) or a weights file; StnError if it is not one of ours.
 
-    A run directory stands for its ``best.pt``.
+    A run directory stands for its final model, or its best.pt with ``best`` (see :func:`checkpoint_path`).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / BEST
+    path = checkpoint_path(path, best)
     if not path.exists():
         raise StnError(f"checkpoint {path} not found")
     if path.suffix == SUFFIX:
@@ -81,12 +95,22 @@ def load_checkpoint(path: Path | str) -> dict:
         raise StnError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise StnError(f"{path} is not a stn-gtsrb checkpoint of format {CHECKPOINT_FORMAT}")
+    return _complete(checkpoint, path)
+
+
+def _complete(checkpoint: dict, path: Path) -> dict:
+    """``checkpoint`` if it has every part a reader uses; else StnError naming the missing ones."""
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise StnError(f"{path} lacks its {', '.join(missing)}: not a complete stn-gtsrb checkpoint")
     return checkpoint
 
 
 def model_from_checkpoint(checkpoint: dict, path: str = "checkpoint") -> tuple[ConvNet, TrainConfig]:
     """The checkpoint's network with its weights loaded, and its config."""
-    cfg = TrainConfig.from_dict(checkpoint["config"]).validate()
+    if not isinstance(checkpoint["config"], dict):
+        raise StnError(f"{path}: its config is not a dict of options")
+    cfg = TrainConfig.from_saved(checkpoint["config"]).validate()
     model = build_model(cfg.net, **cfg.model_options())
     try:
         model.load_state_dict(checkpoint["model"])
@@ -95,9 +119,10 @@ def model_from_checkpoint(checkpoint: dict, path: str = "checkpoint") -> tuple[C
     return model, cfg
 
 
-def load_trained(path: Path | str, device: str = "cpu") -> tuple[ConvNet, TrainConfig, Normalizer]:
-    """(model in eval mode on ``device``, its config, its normaliser) from a checkpoint or run directory."""
-    checkpoint = load_checkpoint(path)
+def load_trained(path: Path | str, device: str = "cpu", best: bool = False) -> tuple[ConvNet, TrainConfig, Normalizer]:
+    """(model in eval mode on ``device``, its config, its normaliser) from a checkpoint, weights file or run
+    directory (its final model, or with ``best`` its best.pt)."""
+    checkpoint = load_checkpoint(path, best)
     model, cfg = model_from_checkpoint(checkpoint, str(path))
     return model.to(resolve_device(device)).eval(), cfg, Normalizer.from_state_dict(checkpoint["normalizer"])
 
@@ -134,19 +159,28 @@ def read_weights(path: Path | str) -> dict:
         return {name[len(prefix):]: value.float() if value.is_floating_point() else value
                 for name, value in tensors.items() if name.startswith(prefix)}
 
-    return {"config": json.loads(metadata["config"]), "model": part("model."),
-            "normalizer": {**json.loads(metadata["normalizer"]), **part("normalizer.")},
-            "epoch": int(metadata["epoch"]), "metrics": json.loads(metadata["metrics"])}
+    try:
+        checkpoint = {"config": json.loads(metadata["config"]), "model": part("model."),
+                      "normalizer": {**json.loads(metadata["normalizer"]), **part("normalizer.")},
+                      "epoch": int(metadata["epoch"]), "metrics": json.loads(metadata["metrics"])}
+    except KeyError as error:
+        raise StnError(f"{path} lacks its {error.args[0]}: not a complete stn-gtsrb weights file") from None
+    except (ValueError, TypeError) as error:
+        raise StnError(f"{path} has unreadable metadata: {error}") from None
+    if not checkpoint["model"] or not {"mean", "std", "local"} <= set(checkpoint["normalizer"]):
+        raise StnError(f"{path} lacks its model or normalizer tensors: not a complete stn-gtsrb weights file")
+    return checkpoint
 
 
-def export(path: Path | str, output: Path | str, half: bool = True, overwrite: bool = False) -> Path:
-    """Write a checkpoint's (or run directory's) model as a weights file."""
+def export(path: Path | str, output: Path | str, half: bool = True, overwrite: bool = False,
+           best: bool = False) -> Path:
+    """Write a checkpoint's (or run directory's final, or with ``best`` best) model as a weights file."""
     output = Path(output)
     if output.suffix != SUFFIX:
         raise StnError(f"weights file names end in {SUFFIX}, got {output.name}")
     if output.exists() and not overwrite:
         raise StnError(f"{output} exists: use --overwrite to replace it")
-    return export_weights(load_checkpoint(path), output, half)
+    return export_weights(load_checkpoint(path, best), output, half)
 
 
 # ---------------------------------------------------------------- the shipped model

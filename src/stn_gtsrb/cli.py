@@ -30,9 +30,9 @@ from .archives import (
     DATA_DIR_ENV,
     SOURCE_ENV,
     default_data_dir,
-    default_source,
     expected_hashes,
     fetch_archives,
+    resolve_source,
 )
 from .bench import bench
 from .checkpoints import export, load_trained, pretrained_path
@@ -68,10 +68,14 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                                help=f"{help_text} (default: {f.default!r})")
 
 
+BEST_HELP = "with a run directory: its best.pt (the epoch of best validation accuracy) instead of its final model"
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                        help="a run directory (its best.pt), a .pt checkpoint or a .safetensors weights file")
+                        help="a run directory (its final model), a .pt checkpoint or a .safetensors weights file")
     parser.add_argument("--pretrained", action="store_true", help="use the model shipped with the package")
+    parser.add_argument("--best", action="store_true", help=BEST_HELP)
 
 
 def _model_path(args: argparse.Namespace) -> Path:
@@ -102,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data_options(sub)
         if name != "verify":
             sub.add_argument("--size", type=int, default=32, help="image side in pixels (default: 32)")
+        if name == "info":
+            sub.add_argument("--val-tracks", type=int, default=1, help="validation tracks per class (default: 1)")
+            sub.add_argument("--val-seed", type=int, default=1, help="seed choosing them (default: 1)")
         if name == "prepare":
             sub.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is current")
 
@@ -110,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run directory (default: runs/default)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="discard a run already in --output")
-    tr.add_argument("--eval", action="store_true", help="only evaluate the run in --output on the test split")
+    tr.add_argument("--eval", action="store_true", help="only evaluate the run in --output (its final model) on the "
+                                                         "test split")
     tr.add_argument("--script", action="store_true", help="print the final test accuracy (%%) alone as last line")
     tr.add_argument("--parent-pid", type=int, default=None, metavar="PID",
                     help="stop (as on SIGTERM) once process PID is no longer this one's parent; "
@@ -151,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--frame-ms", type=int, default=150, help="milliseconds per frame (default: 150)")
 
     rp = commands.add_parser("report", help="training curves and confusion matrix of a run, as PNG")
-    rp.add_argument("run", type=Path, help="a run directory")
+    rp.add_argument("run", type=Path, help="a run directory (its final model)")
+    rp.add_argument("--best", action="store_true", help=BEST_HELP)
     rp.add_argument("-o", "--output", type=Path, default=None, help="directory for the PNGs (default: the run)")
     rp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _add_data_options(rp)
@@ -159,15 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr = commands.add_parser("predict", help="classify image files (any format and size) with a trained model")
     pr.add_argument("images", nargs="+", type=Path, help="image files")
     pr.add_argument("-m", "--model", type=Path, default=None,
-                    help="a run directory (its best.pt), a .pt checkpoint or a .safetensors weights file "
+                    help="a run directory (its final model), a .pt checkpoint or a .safetensors weights file "
                          "(default: the model shipped with the package)")
+    pr.add_argument("--best", action="store_true", help=BEST_HELP)
     pr.add_argument("--top-k", type=int, default=5, help="classes listed per image (default: 5)")
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
     pr.add_argument("--plot", type=Path, default=None, help="PNG: each image with its transformers' sampled regions")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
     ex = commands.add_parser("export", help="write a trained model as a .safetensors weights file")
-    ex.add_argument("checkpoint", type=Path, help="a run directory (its best.pt) or a .pt checkpoint")
+    ex.add_argument("checkpoint", type=Path, help="a run directory (its final model) or a .pt checkpoint")
+    ex.add_argument("--best", action="store_true", help=BEST_HELP)
     ex.add_argument("-o", "--output", type=Path, required=True, help="the .safetensors file to write")
     ex.add_argument("--full-precision", action="store_true", help="keep float32 parameters (default: float16)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
@@ -186,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--address", default=None, help="ray engine: cluster address (default: start a local Ray)")
     be.add_argument("--cpus-per-trial", type=int, default=1, help="ray engine: CPUs (and threads) per cell")
     be.add_argument("--storage", default=None, help="ray engine: Tune storage path (default: DIR/ray)")
-    be.add_argument("--sort", default="test", help="table order: test, val, time or none")
+    be.add_argument("--sort", default="auto", help="table order: auto (val when the runs have a validation split, "
+                                                   "else test), val, test, time or none")
     be.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _add_data_options(be)
     return parser
@@ -207,10 +219,12 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"cache ready: {path}")
         return
     official = load_tensors(args.size, args.data_dir, args.source)
-    data_dir, source = args.data_dir or default_data_dir(), args.source or default_source()
+    data_dir = args.data_dir or default_data_dir()
+    source = resolve_source(args.source, data_dir)
     print(json.dumps({"source": source, "cache": str(cache_path(data_dir, args.size)), "image_size": args.size,
                       "archives": expected_hashes(source, data_dir)}, indent=2))
-    splits = {name: select_split(official, name) for name in ("train", "val", "train_without_val", "test")}
+    splits = {name: select_split(official, name, args.val_seed, args.val_tracks)
+              for name in ("train", "val", "train_without_val", "test")}
     print("split               images  tracks")
     for name, split in splits.items():
         print(f"{name:<18} {len(split):>7}  {len(split.tracks.unique()) if name != 'test' else '-':>6}")
@@ -220,6 +234,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends the run as Ctrl-C does: temporary files removed
     if args.eval:
         result = evaluate(args.output, "test", args.device, args.data_dir, args.source)
         print(f"test accuracy: {result['accuracy']:.2f}% ({result['correct']}/{result['total']})")
@@ -242,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    result = evaluate(_model_path(args), args.split, args.device, args.data_dir, args.source)
+    result = evaluate(_model_path(args), args.split, args.device, args.data_dir, args.source, best=args.best)
     if args.json:
         print(json.dumps(result))
     else:
@@ -262,7 +277,7 @@ def _check_scale(scale: int) -> None:
 def cmd_plot(args: argparse.Namespace) -> None:
     _check_scale(args.scale)
     picture = visualize.plot_checkpoint(_model_path(args), args.count, args.split, args.indices, args.seed,
-                                        args.scale, args.data_dir, args.source, echo=_print_err)
+                                        args.scale, args.data_dir, args.source, echo=_print_err, best=args.best)
     print(f"wrote {visualize.save_png(picture, args.output)} ({picture.width}x{picture.height})")
 
 
@@ -272,17 +287,17 @@ def cmd_animate(args: argparse.Namespace) -> None:
         frames = visualize.training_frames(_model_path(args), args.stride)
     else:
         frames = visualize.track_animation(_model_path(args), args.class_id, args.track, args.scale, args.data_dir,
-                                           args.source, echo=_print_err)
+                                           args.source, echo=_print_err, best=args.best)
     print(f"wrote {visualize.save_gif(frames, args.output, args.frame_ms)} ({len(frames)} frames)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    for path in report.report(args.run, args.output, args.data_dir, args.source, args.device):
+    for path in report.report(args.run, args.output, args.data_dir, args.source, args.device, args.best):
         print(f"wrote {path}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model, cfg, normalizer = load_trained(args.model or pretrained_path(), args.device)
+    model, cfg, normalizer = load_trained(args.model or pretrained_path(), args.device, args.best)
     names, images, errors = predict.read_images(args.images, cfg.image_size)
     for error in errors:
         _print_err(f"stn-gtsrb: error: {error}")
@@ -299,7 +314,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    path = export(args.checkpoint, args.output, half=not args.full_precision, overwrite=args.overwrite)
+    path = export(args.checkpoint, args.output, half=not args.full_precision, overwrite=args.overwrite,
+                  best=args.best)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -330,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args) or 0
     except StnError as error:
-        print(f"stn-gtsrb: error: {error}", file=sys.stderr)
+        print(f"stn-gtsrb: error: {error.cli}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stn-gtsrb: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from .errors import StnError
@@ -18,6 +19,7 @@ from .normalization import KERNELS
 from .transformer import parse_transform
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "rmsprop")
+SAVED_BEFORE = {"legacy_norm": True}  # behaviour of saved configs that lack these options
 SCHEDULES = ("none", "step", "cosine")
 
 
@@ -30,7 +32,10 @@ class TrainConfig:
     # --- data
     image_size: int = _opt(32, "side of the square input images in pixels (the paper used 48)")
     n: int = _opt(0, "number of training images to use, a seeded random subset (0: all)")
-    val: bool = _opt(False, "hold out one track per class as a validation split")
+    val: bool = _opt(False, "hold out whole tracks (--val-tracks per class) as a validation split")
+    val_tracks: int = _opt(1, "with --val: tracks per class held out (the original: 1)")
+    val_seed: int = _opt(1, "with --val: which tracks are held out (independent of --seed, so all seeds and "
+                            "repeats are scored on the same images)")
     no_norm: bool = _opt(False, "skip global mean/std normalisation")
     per_channel_norm: bool = _opt(False, "global normalisation per colour channel (original: one scalar)")
     no_lnorm: bool = _opt(False, "skip local contrast normalisation of the input images")
@@ -40,6 +45,8 @@ class TrainConfig:
     ms: bool = _opt(False, "multi-scale features: last conv block's pooled input joins its output")
     no_cnorm: bool = _opt(False, "no contrastive normalisation after the conv blocks")
     cnorm_kernel: str = _opt("uniform9", "kernel of the conv blocks' contrastive normalisation", choices=KERNELS)
+    legacy_norm: bool = _opt(False, "contrastive normalisation as stn-gtsrb 0.1 computed it (sqrt after the border "
+                                    "division; runs saved before this option existed used it)")
     # --- spatial transformers
     st: bool = _opt(False, "add a spatial transformer on the input image (loc-net widths: --locnet)")
     locnet: str = _opt("30,60,30", "loc-net widths conv1,conv2,fc of the transformer on the input")
@@ -58,14 +65,14 @@ class TrainConfig:
     step_epochs: int = _opt(5, "with --schedule step: multiply the lr by --gamma every this many epochs")
     gamma: float = _opt(0.1, "with --schedule step: the lr factor")
     weight_decay: float = _opt(0.0, "L2 weight decay")
-    momentum: float = _opt(0.0, "momentum (sgd, nesterov, rmsprop)")
+    momentum: float = _opt(0.0, "momentum (sgd: Torch7's, with dampening = momentum; nesterov; rmsprop)")
     locnet_lr_mult: float = _opt(1.0, "learning-rate multiplier for the localisation nets")
     dropout: float = _opt(0.0, "dropout probability on the hidden fully connected layer while training")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     jitter_rot: float = _opt(0.0, "augmentation: random rotation of each training image within ± this many degrees")
     jitter_scale: float = _opt(0.0, "augmentation: random scale factor within 1 ± this")
     jitter_shift: float = _opt(0.0, "augmentation: random shift of each axis within ± this fraction of the side")
-    seed: int = _opt(1, "random seed (model init, batch order, subset, validation tracks)")
+    seed: int = _opt(1, "random seed (model init, batch order, subset, augmentation)")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -91,7 +98,7 @@ class TrainConfig:
         """Keyword arguments for ``create_model(self.net, ...)``."""
         return dict(cnn=self.widths, image_size=self.image_size, transformers=self.transformers,
                     transform=self.transform, multiscale=self.ms, cnorm=not self.no_cnorm,
-                    cnorm_kernel=self.cnorm_kernel, dropout=self.dropout)
+                    cnorm_kernel=self.cnorm_kernel, dropout=self.dropout, legacy_norm=self.legacy_norm)
 
     # ------------------------------------------------------------------ checks and I/O
     def validate(self) -> "TrainConfig":
@@ -103,6 +110,11 @@ class TrainConfig:
         check_model_name(self.net)
         positive = {"image_size": self.image_size, "epochs": self.epochs, "batch_size": self.batch_size,
                     "lr": self.lr, "step_epochs": self.step_epochs, "locnet_lr_mult": self.locnet_lr_mult}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise StnError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+        positive["val_tracks"] = self.val_tracks
         for name, value in positive.items():
             if value <= 0:
                 raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -139,6 +151,14 @@ class TrainConfig:
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise StnError(f"option {name} must be {expected.__name__}, got {value!r}")
         return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values: dict) -> "TrainConfig":
+        """A config read back from a run or checkpoint: options it predates take the value that
+        reproduces how it was trained (``SAVED_BEFORE``), the others their defaults."""
+        values = {**SAVED_BEFORE, **values}
+        values.setdefault("val_seed", values.get("seed", 1))  # the validation tracks followed --seed
+        return cls.from_dict(values)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

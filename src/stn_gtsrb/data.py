@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .archives import ARCHIVES, default_data_dir, default_source, expected_hashes, fetch_archives
+from .archives import ARCHIVES, default_data_dir, expected_hashes, fetch_archives, remember_source, resolve_source
 from .errors import StnError
 from .fileio import save_torch
 from .normalization import contrastive_normalize
@@ -207,17 +207,21 @@ def _build_cache(size: int, data_dir: Path, source: str, download: bool, show_pr
         "test": decode_test(paths["test_images"], paths["test_labels"], size).to_dict(),
     }
     save_torch(content, cache_path(data_dir, size))
+    remember_source(data_dir, source)
     return content
 
 
 def prepare(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
             download: bool = False, rebuild: bool = False, show_progress: bool = True) -> Path:
-    """Make sure the cache for ``size`` exists and is current; return its path."""
+    """Make sure the cache for ``size`` exists and is current; return its path. The data directory
+    remembers ``source``, so later calls given only the data directory use it too."""
     _check_size(size)
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    source = source or default_source()
+    source = resolve_source(source, data_dir)
     if rebuild or _read_cache(cache_path(data_dir, size), size, expected_hashes(source, data_dir)) is None:
         _build_cache(size, data_dir, source, download, show_progress)
+    else:
+        remember_source(data_dir, source)
     return cache_path(data_dir, size)
 
 
@@ -226,7 +230,7 @@ def load_tensors(size: int = 32, data_dir: Path | str | None = None, source: str
     """Both official splits, ``{"train": ..., "test": ...}``, building the cache if needed."""
     _check_size(size)
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    source = source or default_source()
+    source = resolve_source(source, data_dir)
     content = _read_cache(cache_path(data_dir, size), size, expected_hashes(source, data_dir))
     if content is None:
         content = _build_cache(size, data_dir, source, download, show_progress=True)
@@ -235,15 +239,25 @@ def load_tensors(size: int = 32, data_dir: Path | str | None = None, source: str
 
 # ---------------------------------------------------------------- splits
 
-def validation_tracks(tensors: GTSRBTensors, seed: int) -> torch.Tensor:
-    """One training track id per class, drawn with ``seed`` (sorted by class)."""
+def validation_tracks(tensors: GTSRBTensors, seed: int, per_class: int = 1) -> torch.Tensor:
+    """``per_class`` training track ids of every class, drawn with ``seed`` (sorted by class).
+
+    One track per class is drawn exactly as stn-gtsrb 0.1 drew it, so earlier
+    validation splits stay the same.
+    """
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for class_id in range(NUM_CLASSES):
         tracks = tensors.tracks[tensors.labels == class_id].unique()
         if len(tracks) == 0:
             continue
-        chosen.append(tracks[torch.randint(len(tracks), (1,), generator=generator)])
+        if per_class >= len(tracks):
+            raise StnError(f"--val-tracks {per_class} leaves class {class_id} no training track "
+                           f"(it has {len(tracks)})")
+        if per_class == 1:
+            chosen.append(tracks[torch.randint(len(tracks), (1,), generator=generator)])
+        else:
+            chosen.append(tracks[torch.randperm(len(tracks), generator=generator)[:per_class]])
     return torch.cat(chosen)
 
 
@@ -253,25 +267,27 @@ def check_split(split: str) -> None:
         raise StnError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
 
 
-def select_split(official: dict[str, GTSRBTensors], split: str, val_seed: int = 1) -> GTSRBTensors:
+def select_split(official: dict[str, GTSRBTensors], split: str, val_seed: int = 1,
+                 val_tracks: int = 1) -> GTSRBTensors:
     """Cut one of ``SPLITS`` out of the official train/test tensors.
 
-    ``val`` holds out one whole track per class (about 1,290 images), chosen by
-    ``val_seed``; ``train_without_val`` is the rest of the training set.
+    ``val`` holds out ``val_tracks`` whole tracks per class (one: about 1,290
+    images), chosen by ``val_seed``; ``train_without_val`` is the rest of the
+    training set.
     """
     check_split(split)
     if split in ("train", "test"):
         return official[split]
     train = official["train"]
-    in_val = torch.isin(train.tracks, validation_tracks(train, val_seed))
+    in_val = torch.isin(train.tracks, validation_tracks(train, val_seed, val_tracks))
     return train.subset(in_val if split == "val" else ~in_val)
 
 
 def load_split(split: str, size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
-               download: bool = False, val_seed: int = 1) -> GTSRBTensors:
+               download: bool = False, val_seed: int = 1, val_tracks: int = 1) -> GTSRBTensors:
     """The fast path: one split as whole tensors (see :class:`GTSRBTensors`)."""
     check_split(split)
-    return select_split(load_tensors(size, data_dir, source, download), split, val_seed)
+    return select_split(load_tensors(size, data_dir, source, download), split, val_seed, val_tracks)
 
 
 # ---------------------------------------------------------------- normalisation
@@ -287,6 +303,7 @@ class Normalizer:
     mean: torch.Tensor
     std: torch.Tensor
     local: bool = True
+    legacy: bool = False  # the local step as stn-gtsrb 0.1 computed it (see normalization.py)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, H, W)`` -> float32 ``(N, 3, H, W)``, on the images' device."""
@@ -295,29 +312,32 @@ class Normalizer:
         mean, std = self.mean.to(out).reshape(shape), self.std.to(out).reshape(shape)
         for start in range(0, len(images), NORM_CHUNK):
             chunk = (images[start:start + NORM_CHUNK].float() / 255 - mean) / std
-            out[start:start + NORM_CHUNK] = contrastive_normalize(chunk, LOCAL_KERNEL) if self.local else chunk
+            if self.local:
+                chunk = contrastive_normalize(chunk, LOCAL_KERNEL, self.legacy)
+            out[start:start + NORM_CHUNK] = chunk
         return out
 
     def state_dict(self) -> dict:
-        return {"mean": self.mean.cpu(), "std": self.std.cpu(), "local": self.local}
+        return {"mean": self.mean.cpu(), "std": self.std.cpu(), "local": self.local, "legacy": self.legacy}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Normalizer":
-        return cls(state["mean"], state["std"], bool(state["local"]))
+        """A saved normaliser; one saved before ``legacy`` existed used the legacy formula."""
+        return cls(state["mean"], state["std"], bool(state["local"]), bool(state.get("legacy", True)))
 
 
 def fit_normalizer(images: torch.Tensor, global_norm: bool = True, per_channel: bool = False,
-                   local: bool = True) -> Normalizer:
+                   local: bool = True, legacy: bool = False) -> Normalizer:
     """Mean/std of uint8 ``images`` (0..1 scale), one scalar or one per channel.
 
     ``global_norm=False`` gives the identity (mean 0, std 1) on the 0..1 scale.
     """
     if not global_norm:
-        return Normalizer(torch.tensor(0.0), torch.tensor(1.0), local)
+        return Normalizer(torch.tensor(0.0), torch.tensor(1.0), local, legacy)
     pixels = images.double() / 255
     if per_channel:
-        return Normalizer(pixels.mean((0, 2, 3)).float(), pixels.std((0, 2, 3)).float(), local)
-    return Normalizer(pixels.mean().float(), pixels.std().float(), local)
+        return Normalizer(pixels.mean((0, 2, 3)).float(), pixels.std((0, 2, 3)).float(), local, legacy)
+    return Normalizer(pixels.mean().float(), pixels.std().float(), local, legacy)
 
 
 # ---------------------------------------------------------------- Dataset
@@ -334,16 +354,17 @@ class GTSRB(torch.utils.data.Dataset):
         transform: applied to each image, a uint8 tensor ``(3, size, size)``.
         source: base URL or folder holding the archives (default: official URL
             or ``$STN_GTSRB_SOURCE``).
-        val_seed: which track per class forms the validation split.
+        val_seed, val_tracks: which tracks, and how many per class, form the validation
+            split (as a run's ``--val-seed`` and ``--val-tracks``).
 
     Items are ``(image, label)``.
     """
 
     def __init__(self, root=None, split: str = "train", size: int = 32, download: bool = False,
-                 transform=None, source: str | None = None, val_seed: int = 1):
+                 transform=None, source: str | None = None, val_seed: int = 1, val_tracks: int = 1):
         check_split(split)
         self.split, self.size, self.transform = split, size, transform
-        self.data = load_split(split, size, root, source, download, val_seed)
+        self.data = load_split(split, size, root, source, download, val_seed, val_tracks)
 
     def __len__(self) -> int:
         return len(self.data)

@@ -25,7 +25,7 @@ class DeviceData:
 
 def training_split(cfg: TrainConfig, official: dict[str, GTSRBTensors]) -> GTSRBTensors:
     """The images the model trains on: (train or train_without_val), optionally a seeded subset."""
-    train = select_split(official, "train_without_val" if cfg.val else "train", cfg.seed)
+    train = select_split(official, "train_without_val" if cfg.val else "train", cfg.val_seed, cfg.val_tracks)
     if cfg.n:
         if cfg.n > len(train):
             raise StnError(f"-n {cfg.n} is larger than the training split ({len(train)} images)")
@@ -39,9 +39,10 @@ def load_device_data(cfg: TrainConfig, device: torch.device, data_dir=None, sour
     official = load_tensors(cfg.image_size, data_dir, source, download)
     train = training_split(cfg, official)
     if normalizer is None:
-        normalizer = fit_normalizer(train.images, not cfg.no_norm, cfg.per_channel_norm, not cfg.no_lnorm)
+        normalizer = fit_normalizer(train.images, not cfg.no_norm, cfg.per_channel_norm, not cfg.no_lnorm,
+                                    cfg.legacy_norm)
     chosen = {"train": train, "test": official["test"]}
     if cfg.val:
-        chosen["val"] = select_split(official, "val", cfg.seed)
+        chosen["val"] = select_split(official, "val", cfg.val_seed, cfg.val_tracks)
     return DeviceData({name: (normalizer(t.images.to(device)), t.labels.to(device))
                        for name, t in chosen.items() if name in splits}, normalizer)

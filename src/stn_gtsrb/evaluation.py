@@ -55,9 +55,10 @@ def require_val_if_asked(cfg: TrainConfig, split: str) -> None:
 
 
 def evaluate(path: Path | str, split: str = "test", device: str = "auto", data_dir=None, source=None,
-             download: bool = False, bf16: bool = False) -> dict:
-    """Accuracy of a checkpoint, weights file or run directory on a split."""
-    checkpoint = load_checkpoint(path)
+             download: bool = False, bf16: bool = False, best: bool = False) -> dict:
+    """Accuracy of a checkpoint, weights file or run directory (its final model; ``best``: its best.pt)
+    on a split."""
+    checkpoint = load_checkpoint(path, best)
     model, cfg = model_from_checkpoint(checkpoint, str(path))
     require_val_if_asked(cfg, split)
     if split not in ("train", "val", "test"):

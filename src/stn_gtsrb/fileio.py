@@ -1,7 +1,9 @@
-"""Writing files atomically: a temporary file beside the target, then ``os.replace``.
+"""Files: atomic writes (a temporary file beside the target, fsync, then ``os.replace``), checked JSON
+reads, and a lock that keeps a directory to one process.
 
-A reader never sees a half-written file, and a failed write leaves the old
-file as it was. Written files get mode 0644 (``mkstemp`` would leave 0600).
+A reader never sees a half-written file, and a failed or interrupted write
+leaves the old file as it was and no temporary file behind. Written files get
+mode 0644 (``mkstemp`` would leave 0600).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import filelock
 import torch
 
 from .errors import StnError
@@ -31,6 +35,8 @@ def atomic_write(path: Path | str, write: Callable[[str], None]) -> Path:
     try:
         write(temp)
         os.chmod(temp, PUBLIC_FILE_MODE)
+        with open(temp, "rb+") as file:
+            os.fsync(file.fileno())  # the data is on disk before the name points at it
         os.replace(temp, path)
     except OSError as error:
         Path(temp).unlink(missing_ok=True)
@@ -61,3 +67,21 @@ def read_json(path: Path | str, kind: str) -> dict:
     if not isinstance(value, dict):
         raise StnError(f"cannot read {path}: not a {kind}")
     return value
+
+
+@contextmanager
+def locked_directory(path: Path | str, what: str = "directory"):
+    """Create ``path`` and hold its ``.lock`` while the block runs; StnError if another process holds it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(path / ".lock"), timeout=0)
+        lock.acquire()
+    except filelock.Timeout:
+        raise StnError(f"another process is using the {what} {path}") from None
+    except OSError as error:
+        raise StnError(f"cannot use {what} {path}: {error}") from None
+    try:
+        yield path
+    finally:
+        lock.release()

@@ -85,8 +85,9 @@ def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
 
 
 def expand(grid: Grid) -> list[TrainConfig]:
-    """Every cell × seed as a validated TrainConfig (seeds: base seed, +1, ...)."""
-    configs = []
+    """Every cell × seed as a validated TrainConfig (seeds: base seed, +1, ...), each run once
+    (a ``seed`` axis with ``repeats`` > 1 can name the same run twice)."""
+    configs = {}
     for values in itertools.product(*grid.axes.values()):
         options = dict(grid.base)
         for axis, value in zip(grid.axes, values, strict=True):
@@ -96,8 +97,10 @@ def expand(grid: Grid) -> list[TrainConfig]:
             cfg.validate()
         except StnError as error:
             raise StnError(f"cell {describe(options, axis_options(grid))}: {error}") from None
-        configs += [dataclasses.replace(cfg, seed=cfg.seed + r) for r in range(grid.repeats)]
-    return configs
+        for r in range(grid.repeats):
+            seeded = dataclasses.replace(cfg, seed=cfg.seed + r)
+            configs.setdefault(run_id(seeded), seeded)
+    return list(configs.values())
 
 
 def axis_options(grid: Grid) -> list[str]:

@@ -76,10 +76,11 @@ def parse_widths(spec: str | tuple | list, count: int, what: str) -> tuple[int, 
     return widths
 
 
-def conv_block(in_channels: int, out_channels: int, kernel: int, cnorm_kernel: str | None) -> nn.Sequential:
+def conv_block(in_channels: int, out_channels: int, kernel: int, cnorm_kernel: str | None,
+               legacy_norm: bool = False) -> nn.Sequential:
     layers = [nn.Conv2d(in_channels, out_channels, kernel, padding=PADDING), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
     if cnorm_kernel:
-        layers.append(ContrastiveNorm(cnorm_kernel))
+        layers.append(ContrastiveNorm(cnorm_kernel, legacy_norm))
     return nn.Sequential(*layers)
 
 
@@ -93,14 +94,16 @@ class ConvNet(nn.Module):
         transformers: ``{block position (1-based): loc-net widths}``.
         transform: transform family for all transformers, or ``{position: family}``.
         multiscale: concatenate the last block's pooled input to its output.
-        cnorm: contrastive normalisation after each block; cnorm_kernel its kernel.
+        cnorm: contrastive normalisation after each block; cnorm_kernel its kernel; legacy_norm
+            its stn-gtsrb 0.1 formula (see normalization.py).
         dropout: probability of zeroing each unit of the hidden fc layer while training.
     """
 
     def __init__(self, convs: list[tuple[int, int]], fc_width: int, image_size: int = 32,
                  num_classes: int = NUM_CLASSES, transformers: dict | None = None,
                  transform: str | dict = "affine", multiscale: bool = False, cnorm: bool = True,
-                 cnorm_kernel: str = "uniform9", in_channels: int = 3, dropout: float = 0.0):
+                 cnorm_kernel: str = "uniform9", in_channels: int = 3, dropout: float = 0.0,
+                 legacy_norm: bool = False):
         super().__init__()
         transformers = dict(transformers or {})
         bad = sorted(set(transformers) - set(range(1, len(convs) + 1)))
@@ -121,7 +124,8 @@ class ConvNet(nn.Module):
                     widths = parse_widths(transformers[position], 3, f"loc-net widths at position {position}")
                     self.transformers[str(position)] = SpatialTransformer(probe.shape[1], probe.shape[2],
                                                                           widths, family)
-                self.blocks.append(conv_block(probe.shape[1], width, kernel, cnorm_kernel if cnorm else None))
+                self.blocks.append(conv_block(probe.shape[1], width, kernel, cnorm_kernel if cnorm else None,
+                                              legacy_norm))
                 probe = self._block(position, probe)
                 if min(probe.shape[2:]) < 1:
                     raise StnError(f"image size {image_size} is too small for this network")

@@ -45,7 +45,7 @@ def make_kernel(name: str) -> torch.Tensor:
     raise ValueError(f"unknown normalisation kernel {name!r}; valid: {', '.join(KERNELS)}")
 
 
-def contrastive_normalize(x: torch.Tensor, kernel: torch.Tensor | str) -> torch.Tensor:
+def contrastive_normalize(x: torch.Tensor, kernel: torch.Tensor | str, legacy: bool = False) -> torch.Tensor:
     """Subtractive then divisive local normalisation, exactly as Torch7 computes it.
 
     Args:
@@ -60,7 +60,9 @@ def contrastive_normalize(x: torch.Tensor, kernel: torch.Tensor | str) -> torch.
         ``m = E[x] / coef`` and ``s = sqrt(E[(x - m)²]) / coef``: Torch7 takes the
         square root *before* dividing by ``coef``, so near the borders (and
         everywhere on maps smaller than the kernel) ``s`` is ``1 / sqrt(coef)``
-        times the windowed standard deviation.
+        times the windowed standard deviation. ``legacy=True`` computes
+        ``s = sqrt(E[(x - m)²] / coef)`` instead, as stn-gtsrb 0.1 did, so that
+        models trained with it keep their accuracy.
     """
     if x.dim() != 4:
         raise ValueError(f"expected (N, C, H, W), got shape {tuple(x.shape)}")
@@ -74,6 +76,8 @@ def contrastive_normalize(x: torch.Tensor, kernel: torch.Tensor | str) -> torch.
         return F.conv2d(t.mean(1, keepdim=True), weight, padding=k // 2)
 
     centred = x - estimate(x) / coef
+    if legacy:
+        return centred / torch.sqrt((estimate(centred * centred) / coef).clamp_min(STD_FLOOR**2))
     # sqrt(max(E, (1e-4·coef)²)) / coef == max(sqrt(E) / coef, 1e-4), with a finite gradient where E = 0
     std = torch.sqrt(torch.maximum(estimate(centred * centred), (STD_FLOOR * coef) ** 2)) / coef
     return centred / std
@@ -97,15 +101,15 @@ def _named_constants(name: str, height: int, width: int, device, dtype) -> tuple
 class ContrastiveNorm(nn.Module):
     """:func:`contrastive_normalize` as a layer (no parameters)."""
 
-    def __init__(self, kernel: str = "uniform9"):
+    def __init__(self, kernel: str = "uniform9", legacy: bool = False):
         super().__init__()
         make_kernel(kernel)  # an unknown name fails here, not in the first forward pass
-        self.kernel_name = kernel
+        self.kernel_name, self.legacy = kernel, legacy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return contrastive_normalize(x, self.kernel_name)
+        return contrastive_normalize(x, self.kernel_name, self.legacy)
 
     def extra_repr(self) -> str:
-        return f"kernel={self.kernel_name}"
+        return f"kernel={self.kernel_name}" + (", legacy" if self.legacy else "")
 
 

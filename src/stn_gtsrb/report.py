@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import BEST, load_trained
+from .checkpoints import checkpoint_path, load_trained
 from .classes import CLASS_NAMES
 from .device_data import load_device_data
 from .errors import StnError
@@ -39,15 +39,17 @@ def most_confused(matrix: torch.Tensor, top: int = 10) -> list[tuple[int, int, i
 
 
 def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None, source=None,
-           device: str = "auto") -> list[Path]:
-    """``stn-gtsrb report``: training curves and the best checkpoint's test confusion matrix, as PNGs."""
+           device: str = "auto", best: bool = False) -> list[Path]:
+    """``stn-gtsrb report``: training curves and the test confusion matrix of the run's final model (with
+    ``best``: its best.pt), as PNGs."""
     if plt is None:
         raise StnError("reports need matplotlib: pip install 'stn-gtsrb[viz]'")
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir
     log = read_log(run_dir)
-    if not log or not (run_dir / BEST).exists():
-        raise StnError(f"{run_dir} holds no finished epoch (log.jsonl and best.pt are needed)")
+    model_file = checkpoint_path(run_dir, best)
+    if not log or not model_file.exists():
+        raise StnError(f"{run_dir} holds no finished epoch (log.jsonl and {model_file.name} are needed)")
     epochs = [r["epoch"] for r in log]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axis.plot(epochs, [r["train_loss"] for r in log], marker="o")
@@ -62,7 +64,7 @@ def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None
     curves = atomic_write(out_dir / "curves.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)
 
-    model, cfg, normalizer = load_trained(run_dir / BEST, device)
+    model, cfg, normalizer = load_trained(model_file, device)
     data = load_device_data(cfg, next(model.parameters()).device, data_dir, source, normalizer=normalizer,
                             splits=("test",))
     images, labels = data.splits["test"]

@@ -18,22 +18,37 @@ from .fileio import read_json, write_text
 from .grid import Grid, axis_options, unused
 
 GRID_FILE, RECORDS_FILE, TABLE_FILE = "grid.json", "results.jsonl", "results.md"
-SORT_KEYS = ("test", "val", "time", "none")
+SORT_KEYS = ("auto", "val", "test", "time", "none")
+TEST_RANKED = "Ranked by test accuracy: for reporting, not for choosing (choose on validation: `--val`)."
 
 _records_lock = threading.Lock()
 
 
+RECORD_KEYS = ("id", "config", "status")  # every record
+OK_KEYS = ("test_acc", "val_acc", "epochs", "seconds", "parameters")  # and every finished run's
+
+
 def read_records(out_dir: Path) -> list[dict]:
-    """The records in results.jsonl; a torn last line (a killed write) is skipped."""
+    """The records in results.jsonl. A torn line (a killed write, later mended by a newline) is
+    skipped; a record that lacks what the table needs is a StnError naming the file and line."""
     path = Path(out_dir) / RECORDS_FILE
     if not path.exists():
         return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise StnError(f"cannot read {path}: {error}") from None
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        needed = RECORD_KEYS + (OK_KEYS if isinstance(record, dict) and record.get("status") == "ok" else ())
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or any(
+                key not in record for key in needed):
+            raise StnError(f"cannot read {path}: line {number} is not a run record (it needs {', '.join(needed)})")
+        records.append(record)
     return records
 
 
@@ -89,11 +104,17 @@ def _summary(config: dict, runs: list[dict], varying: list[str]) -> dict:
     return {"cells": cells, "order": order}
 
 
-def format_table(records: list[dict], sort: str = "test", axes=()) -> str:
+def format_table(records: list[dict], sort: str = "auto", axes=()) -> str:
     """Markdown: one row per cell (seeds pooled), columns for the options that vary among the records
-    or that are among ``axes`` (a grid's options, shown while only some of its cells are done)."""
+    or that are among ``axes`` (a grid's options, shown while only some of its cells are done).
+
+    ``auto`` ranks by validation accuracy when the runs have a validation split, else by test
+    accuracy, and a table ranked by test accuracy says that it is not for choosing.
+    """
     if sort not in SORT_KEYS:
         raise StnError(f"unknown sort key {sort!r}; valid: {', '.join(SORT_KEYS)}")
+    if sort == "auto":
+        sort = "val" if any(r.get("val_acc") is not None for r in records) else "test"
     cells = _cells(records)
     configs = [config for config, _ in cells]
     varying = [k for k in (configs[0] if configs else {})
@@ -102,6 +123,7 @@ def format_table(records: list[dict], sort: str = "test", axes=()) -> str:
     header = [*varying, "test acc (%)", "val acc (%)", "epochs", "time (s)", "parameters", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row["cells"]) + " |" for row in rows]
+    lines += ["", TEST_RANKED] if sort == "test" else []
     return "\n".join(lines) + "\n"
 
 
@@ -110,10 +132,14 @@ def saved_grid(out_dir: Path) -> dict | None:
     grid_file = out_dir / GRID_FILE
     if not grid_file.exists():
         return None
-    return read_json(grid_file, "grid")
+    saved = read_json(grid_file, "grid")
+    if set(saved) != {"base", "axes", "repeats"} or not isinstance(saved["axes"], dict) or not all(
+            isinstance(values, list) and values for values in saved["axes"].values()):
+        raise StnError(f"cannot read {grid_file}: not a grid (it needs base, axes and repeats)")
+    return saved
 
 
-def write_table(out_dir: Path, sort: str = "test") -> Path:
+def write_table(out_dir: Path, sort: str = "auto") -> Path:
     out_dir = Path(out_dir)
     if not (out_dir / RECORDS_FILE).exists():
         raise StnError(f"{out_dir / RECORDS_FILE} not found: nothing to tabulate")

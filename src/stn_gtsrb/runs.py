@@ -4,8 +4,8 @@ A run directory holds::
 
     config.json    the resolved TrainConfig
     log.jsonl      one record per epoch (losses, accuracies in %, lr, seconds, images/s)
-    last.pt        checkpoint after the latest epoch (model, optimiser, RNG, step, ...)
-    best.pt        checkpoint of the best epoch (validation accuracy, else test)
+    last.pt        checkpoint after the latest epoch (model, optimiser, RNG, step, ...): the run's model
+    best.pt        runs with a validation split only: the epoch with the best validation accuracy
     result.json    written when the run is finished
 
 Every file is written atomically; one process at a time may use a run
@@ -15,40 +15,50 @@ directory (a file lock, :func:`locked_run`).
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
-
-import filelock
 
 from .checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .errors import StnError
-from .fileio import read_json, write_text
+from .fileio import locked_directory, read_json, write_text
 
 CONFIG_FILE, LOG_FILE, RESULT_FILE = "config.json", "log.jsonl", "result.json"
 
 
-@contextmanager
 def locked_run(run_dir: Path):
-    """Create ``run_dir`` and hold its lock while the block runs; StnError if another process holds it."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(run_dir / ".lock"), timeout=0)
-        lock.acquire()
-    except filelock.Timeout:
-        raise StnError(f"another process is using the run directory {run_dir}") from None
-    except OSError as error:
-        raise StnError(f"cannot use run directory {run_dir}: {error}") from None
-    try:
-        yield run_dir
-    finally:
-        lock.release()
+    """Create ``run_dir`` and hold its lock while the ``with`` block runs (one process per run)."""
+    return locked_directory(run_dir, "run directory")
+
+
+LOG_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s")
 
 
 def read_log(run_dir: Path | str) -> list[dict]:
-    """The epoch records of a run, oldest first ([] before its first epoch)."""
+    """The epoch records of a run, oldest first ([] before its first epoch).
+
+    A torn last line (a kill during the append: no newline at its end) is left out; any other
+    line that is not an epoch record is a StnError naming the file and line.
+    """
     path = Path(run_dir) / LOG_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise StnError(f"cannot read {path}: {error}") from None
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines = lines[:-1]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not all(key in record for key in LOG_KEYS):
+            raise StnError(f"cannot read {path}: line {number} is not an epoch record")
+        records.append(record)
+    return records
 
 
 def open_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -62,7 +72,7 @@ def open_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> 
         return None
     if not resume:
         raise StnError(f"{run_dir} already holds a run: use --resume to continue it or --overwrite to start again")
-    saved = TrainConfig.from_dict(read_json(config_path, "run config")).to_dict()  # new options: defaults
+    saved = TrainConfig.from_saved(read_json(config_path, "run config")).to_dict()
     wanted = cfg.to_dict()
     if saved != wanted:
         differing = sorted(k for k in wanted if saved[k] != wanted[k])
@@ -82,12 +92,16 @@ def trim_log(run_dir: Path, first_epoch: int) -> list[dict]:
 
 
 def save_epoch(run_dir: Path, record: dict, checkpoint: dict, improved: bool) -> None:
-    """Append the epoch's log record, then write last.pt (and best.pt), each atomically."""
+    """Append the epoch's log record, then write best.pt (if ``improved``) and last.pt, each atomically.
+
+    best.pt goes first: a kill between the two leaves last.pt at the previous epoch, which a resume
+    trains again, rewriting best.pt; the other order could leave best.pt behind for good.
+    """
     with open(run_dir / LOG_FILE, "a") as file:
         file.write(json.dumps(record) + "\n")
-    save_checkpoint(checkpoint, run_dir / LAST)
     if improved:
         save_checkpoint(checkpoint, run_dir / BEST)
+    save_checkpoint(checkpoint, run_dir / LAST)
 
 
 def read_result(run_dir: Path) -> dict | None:

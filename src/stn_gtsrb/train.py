@@ -49,19 +49,27 @@ class Step:
 
 
 Callback = Callable[[Step], None]
+FINITE_CHECK_EVERY = 10  # steps between checks that the loss is finite
 
 
 # ---------------------------------------------------------------- optimisation
 
 def build_optimizer(cfg: TrainConfig, model: ConvNet) -> torch.optim.Optimizer:
-    """The chosen optimiser with two parameter groups: network, and loc-nets (lr × locnet_lr_mult)."""
+    """The chosen optimiser with two parameter groups: network, and loc-nets (lr × locnet_lr_mult).
+
+    ``sgd`` is Torch7's ``optim.sgd``: with momentum m its velocity is ``v ← m·v + (1 − m)·g``
+    (dampening = momentum, Torch7's default; the first step takes ``v = g``, as both libraries do).
+    ``nesterov`` needs zero dampening, in Torch7 as in PyTorch.
+    """
     loc_ids = {id(p) for p in model.localisation_parameters()}
     groups = [{"params": [p for p in model.parameters() if id(p) not in loc_ids], "lr_mult": 1.0},
               {"params": [p for p in model.parameters() if id(p) in loc_ids], "lr_mult": cfg.locnet_lr_mult}]
     groups = [g for g in groups if g["params"]]
     common = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer in ("sgd", "nesterov"):
-        return torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov", **common)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=cfg.momentum, dampening=cfg.momentum, **common)
+    if cfg.optimizer == "nesterov":
+        return torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True, **common)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, **common)
     return torch.optim.RMSprop(groups, momentum=cfg.momentum, **common)
@@ -79,19 +87,34 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.lr * factor / (1 + step * cfg.lr_decay)
 
 
+class Diverged(StnError):
+    """The training loss became NaN or infinite."""
+
+
+def _check_finite(losses: torch.Tensor, first: int, epoch: int, lr: float) -> None:
+    """Diverged naming the first step whose loss is not finite, if any; ``losses[i]`` is step ``first + i``
+    (one host-device sync per check, not per step)."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        raise Diverged(f"training diverged: the loss is not finite at epoch {epoch}, step {first + int(bad[0])} "
+                       f"(lr {lr:g}); try a lower learning rate")
+
+
 def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, step: int,
                 bf16: bool = False, progress: bool = False, on_step=None) -> tuple[float, float, int]:
     """One pass over the data in a permutation seeded by (seed, epoch); returns (loss, acc %, step).
 
     ``on_step(done, total)``, if given, is called before the first step and after every step.
+    Raises :class:`Diverged` within ``FINITE_CHECK_EVERY`` steps of a non-finite loss.
     """
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     jitter = (random_thetas(len(labels), cfg.jitter_rot, cfg.jitter_scale, cfg.jitter_shift, generator)
               .to(images.device) if cfg.augments else None)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
-    loss_sum = torch.zeros((), device=images.device)
+    losses = torch.zeros(steps_per_epoch, device=images.device)  # per step, weighted by the batch size
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    first_step, checked = step, 0
     model.train()
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress,
                unit="batch")
@@ -111,14 +134,17 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach().float() * len(y)
+        losses[done - 1] = loss.detach().float() * len(y)
         correct += (logits.argmax(1) == y).sum()
         step += 1
+        if done % FINITE_CHECK_EVERY == 0 or done == steps_per_epoch:
+            _check_finite(losses[checked:done], first_step + checked + 1, epoch, lr)
+            checked = done
         bar.update()
         if on_step:
             on_step(done, steps_per_epoch)
     bar.close()
-    return loss_sum.item() / len(labels), 100.0 * correct.item() / len(labels), step
+    return losses.sum().item() / len(labels), 100.0 * correct.item() / len(labels), step
 
 
 # ---------------------------------------------------------------- a whole run
@@ -160,15 +186,13 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
     if checkpoint is not None and runs.read_result(run_dir) is not None:
         echo(f"{run_dir} is already finished")
         return runs.read_result(run_dir)
-    runs.write_config(run_dir, cfg)
-
     data = load_device_data(cfg, device, data_dir, source, download)
+    runs.write_config(run_dir, cfg)  # only now: a start that fails to load the data leaves no run behind
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.net, **cfg.model_options()).to(device)
     optimizer = build_optimizer(cfg, model)
     first_epoch, step, best = _restore(run_dir, checkpoint, model, optimizer, echo)
     train_x, train_y = data.splits["train"]
-    select_on = "val_acc" if cfg.val else "test_acc"
     echo(f"{cfg.net} {cfg.widths}, {count_parameters(model):,} parameters, {len(train_y):,} training images, "
          f"device {device}")
     started = time.perf_counter() - sum(r["seconds"] for r in runs.read_log(run_dir))
@@ -188,14 +212,14 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
             if name in data.splits:
                 record[f"{name}_acc"] = accuracy(model, *data.splits[name], bf16=bf16)
         record.update(lr=lr, seconds=time.perf_counter() - t0, images_per_s=len(train_y) / train_seconds)
-        improved = best is None or record[select_on] > best
-        best = record[select_on] if improved else best
+        improved = cfg.val and (best is None or record["val_acc"] > best)  # the test set never chooses
+        best = record["val_acc"] if improved else best
         runs.save_epoch(run_dir, record, make_checkpoint(cfg, model, optimizer, data.normalizer, epoch, step,
                                                          record, best), improved)
         echo(runs.format_record(record))
 
     last = runs.read_log(run_dir)[-1]
-    result = {"test_acc": last["test_acc"], "val_acc": last.get("val_acc"), f"best_{select_on}": best,
+    result = {"test_acc": last["test_acc"], "val_acc": last.get("val_acc"), "best_val_acc": best,
               "epochs": cfg.epochs, "seconds": time.perf_counter() - started,
               "parameters": count_parameters(model), "config": cfg.to_dict()}
     runs.write_result(run_dir, result)

@@ -176,7 +176,7 @@ def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 120) -
 def _split_tensors(cfg, split: str, data_dir=None, source=None):
     official = load_tensors(cfg.image_size, data_dir, source)
     require_val_if_asked(cfg, split)
-    return select_split(official, split, cfg.seed)
+    return select_split(official, split, cfg.val_seed, cfg.val_tracks)
 
 
 def warn_if_no_transformers(model: ConvNet, echo) -> None:
@@ -185,9 +185,9 @@ def warn_if_no_transformers(model: ConvNet, echo) -> None:
 
 
 def plot_checkpoint(path, count: int = 8, split: str = "test", indices: list[int] | None = None, seed: int = 0,
-                    scale: int = 4, data_dir=None, source=None, echo=print) -> Image.Image:
+                    scale: int = 4, data_dir=None, source=None, echo=print, best: bool = False) -> Image.Image:
     """``stn-gtsrb plot``: ``count`` random (seeded) or chosen images of a split."""
-    model, cfg, normalizer = load_trained(path)
+    model, cfg, normalizer = load_trained(path, best=best)
     warn_if_no_transformers(model, echo)
     tensors = _split_tensors(cfg, split, data_dir, source)
     if indices is None:
@@ -214,7 +214,7 @@ def pick_track(cfg, class_id: int | None = None, track: int | None = None, data_
             raise StnError(f"unknown class {class_id!r}; valid: 0 to {len(CLASS_NAMES) - 1}")
         candidates = train.tracks[train.labels == class_id]
         if cfg.val:
-            candidates = candidates[torch.isin(candidates, validation_tracks(train, cfg.seed))]
+            candidates = candidates[torch.isin(candidates, validation_tracks(train, cfg.val_seed, cfg.val_tracks))]
         track = int(candidates.min())
     frames = train.subset(train.tracks == track)
     if len(frames) == 0:
@@ -223,9 +223,9 @@ def pick_track(cfg, class_id: int | None = None, track: int | None = None, data_
 
 
 def track_animation(path, class_id: int | None = None, track: int | None = None, scale: int = 4,
-                    data_dir=None, source=None, echo=print) -> list[Image.Image]:
+                    data_dir=None, source=None, echo=print, best: bool = False) -> list[Image.Image]:
     """``stn-gtsrb animate``: one frame per image of a track, with corner dots and transformer views."""
-    model, cfg, normalizer = load_trained(path)
+    model, cfg, normalizer = load_trained(path, best=best)
     warn_if_no_transformers(model, echo)
     track, frames = pick_track(cfg, class_id, track, data_dir, source)
     predicted, regions = transformer_views(model, frames.images, normalizer)
