@@ -52,8 +52,8 @@ def test_two_by_two_grid_runs_records_tabulates_and_reruns_nothing(data_env, tmp
     assert all({"test_acc", "val_acc", "epochs", "seconds", "parameters", "seed"} <= set(r) for r in records)
     table = (tmp_path / "out" / "results.md").read_text().splitlines()
     assert table[0] == "| cnn | locnet2 | test acc (%) | val acc (%) | epochs | time (s) | parameters | runs |"
-    assert len(table) == 2 + 4
-    accuracies = [float(line.split("|")[3]) for line in table[2:]]
+    assert len(table) == 2 + 4 + 2 and table[-1] == results.TEST_RANKED  # no validation split: ranked on test
+    accuracies = [float(line.split("|")[3]) for line in table[2:6]]
     assert accuracies == sorted(accuracies, reverse=True)
 
     before = (tmp_path / "out" / "results.jsonl").read_text()
@@ -83,7 +83,7 @@ def test_ray_engine_gives_the_same_records(data_env, tmp_path):
     for a, b in zip(sorted(local, key=key), sorted(remote, key=key), strict=True):
         assert (a["id"], a["status"], a["test_acc"], a["parameters"]) == (b["id"], b["status"], b["test_acc"],
                                                                             b["parameters"])
-    assert len((tmp_path / "ray" / "results.md").read_text().splitlines()) == 2 + 4
+    assert len((tmp_path / "ray" / "results.md").read_text().splitlines()) == 2 + 4 + 2  # + the test-ranked note
 
     # The driver "dies" before writing its records: a rerun restores the Tune experiment
     # and takes the finished trials' results from it, without training again.
@@ -255,9 +255,12 @@ def test_an_unreadable_grid_json_is_a_one_line_error(tmp_path, text):
 
 
 def test_torn_last_line_is_skipped_and_mended(tmp_path):
-    (tmp_path / "results.jsonl").write_text('{"id": "a", "status": "ok"}\n{"id": "b", "sta')
+    def failed(name: str) -> dict:
+        return {"id": name, "status": "failed", "config": {}, "error": "x"}
+
+    (tmp_path / "results.jsonl").write_text(json.dumps(failed("a")) + '\n{"id": "b", "sta')
     assert [r["id"] for r in results.read_records(tmp_path)] == ["a"]
-    results.append_record(tmp_path, {"id": "c", "status": "ok"})
+    results.append_record(tmp_path, failed("c"))
     assert [r["id"] for r in results.read_records(tmp_path)] == ["a", "c"]
 
 
@@ -272,7 +275,7 @@ def test_table_and_progress_lines_leave_the_loc_net_of_an_absent_input_transform
         return {"id": run, "status": "ok", "config": config, "test_acc": acc, "seconds": 1.0, "parameters": 10}
 
     table = results.format_table([record("a", True, "200,300,200", 99.0), record("b", False, "30,60,30", 98.8)])
-    rows = [line.split(" | ")[:3] for line in table.splitlines()[2:]]
+    rows = [line.split(" | ")[:3] for line in table.splitlines()[2:4]]
     assert rows == [["| True", "200,300,200", "99.00"], ["| False", "-", "98.80"]]
     assert describe(TrainConfig(st=False).to_dict(), ["st", "locnet"]) == "st=false locnet=-"
     assert describe(TrainConfig(st=True).to_dict(), ["st", "locnet"]) == 'st=true locnet="30,60,30"'
@@ -283,7 +286,7 @@ def test_table_of_a_partly_done_sweep_has_the_grid_options_as_columns(tmp_path):
     (tmp_path / results.GRID_FILE).write_text(json.dumps(loaded.to_dict()))
     config = TrainConfig(st=True, locnet="4,4,4").to_dict()
     results.append_record(tmp_path, {"id": "a", "status": "ok", "config": config, "test_acc": 97.5, "val_acc": None,
-                                   "seconds": 3.0, "parameters": 10})
+                                     "seconds": 3.0, "parameters": 10, "epochs": config["epochs"]})
     table = results.write_table(tmp_path).read_text().splitlines()
     assert table[0].startswith("| st | locnet | test acc (%) |")
     assert table[2].startswith("| True | 4,4,4 | 97.50 |")

@@ -9,12 +9,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
+from cli_helpers import CLI, quiet, run_cli
 from stn_gtsrb import TrainConfig, data, evaluate, train
 from stn_gtsrb.checkpoints import BEST, LAST, load_checkpoint
 from stn_gtsrb.errors import StnError
@@ -26,15 +26,6 @@ from stn_gtsrb.train import build_optimizer
 from synthetic_gtsrb import CLASSES, FRAMES, TRACKS
 
 TINY = dict(net="lecun", cnn="4,8,16", n=400, epochs=2, optimizer="adam", lr=0.003)
-CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
-
-
-def quiet(_: str) -> None:
-    pass
-
-
-def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 # ---------------------------------------------------------------- the test set never chooses

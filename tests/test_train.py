@@ -6,12 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
+from cli_helpers import CLI, quiet, run_cli
 from stn_gtsrb import TrainConfig, evaluate, train
 from stn_gtsrb.checkpoints import BEST, LAST
 from stn_gtsrb.errors import StnError
@@ -20,15 +20,6 @@ from stn_gtsrb.train import learning_rate
 from synthetic_gtsrb import TRAIN_COUNT
 
 TINY = dict(net="lecun", cnn="8,16,32", n=2000, epochs=2, optimizer="adam", lr=0.003)
-CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
-
-
-def quiet(_: str) -> None:
-    pass
-
-
-def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def cli_args(cfg: dict) -> list[str]:
@@ -157,7 +148,8 @@ def test_learning_rate_schedules():
     (["--optimizer", "lbfgs"], "--optimizer must be one of sgd, nesterov, adam, rmsprop, got 'lbfgs'"),
     (["--net", "idsia", "--locnet2", "1,x,3"], "--locnet2 must be 3 comma-separated positive integers"),
     (["--rot", "--st", "--locnet", "4,4"], "--locnet must be 3 comma-separated positive integers"),
-    (["--bf16", "--device", "cpu", "-n", "100", "--cnn", "2,2,2"], "--bf16 needs a CUDA device"),
+    (["--precision", "fp16", "-n", "100", "--cnn", "2,2,2"], "--precision must be one of auto, fp32, bf16"),
+    (["--layout", "nhwc", "-n", "100", "--cnn", "2,2,2"], "--layout must be one of auto, channels_last, contiguous"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--jitter-scale", "1.5"], "--jitter-scale must be below 1, got 1.5"),
     (["--jitter-rot", "-5"], "--jitter-rot must not be negative, got -5.0"),

@@ -8,7 +8,7 @@ and dicts, loadable with ``torch.load(path, weights_only=True)``::
     model       the model's state dict
     optimizer   the optimiser's state dict
     epoch, step the last finished epoch and the global step after it
-    rng         the CPU RNG state
+    rng         the RNG states: {"cpu": tensor, "cuda": [tensor per device] when trained on CUDA}
     normalizer  the input normaliser (data.Normalizer.state_dict)
     metrics     the epoch's log record
     best        the best validation accuracy so far (None without a validation split)
@@ -53,9 +53,9 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # ---------------------------------------------------------------- checkpoints
 
 def make_checkpoint(cfg: TrainConfig, model, optimizer, normalizer: Normalizer, epoch: int, step: int,
-                    metrics: dict, best) -> dict:
+                    metrics: dict, best, rng: dict) -> dict:
     return {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "rng": torch.get_rng_state(),
+            "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "rng": rng,
             "normalizer": normalizer.state_dict(), "metrics": metrics, "best": best}
 
 

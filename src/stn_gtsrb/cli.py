@@ -5,7 +5,7 @@
     stn-gtsrb eval RUN | --pretrained    accuracy of a saved (or the shipped) model on a split
     stn-gtsrb plot|animate|report ...    pictures of what the transformers learn, training reports
     stn-gtsrb predict IMAGE... [-m RUN]  top-k classes of image files (default: the shipped model)
-    stn-gtsrb export RUN -o F.safetensors  a trained model as a weights file
+    stn-gtsrb export RUN -o F.safetensors|F.onnx  a trained model as a weights file or an ONNX graph
     stn-gtsrb bench GRID -o DIR          train and score every cell of a grid (table DIR: redo the table)
 
 Every user error (StnError) prints one line ``stn-gtsrb: error: ...`` and
@@ -24,11 +24,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, predict, report, visualize
+from . import predict, report, visualize
 from .archives import (
     ARCHIVES,
-    DATA_DIR_ENV,
-    SOURCE_ENV,
     default_data_dir,
     expected_hashes,
     fetch_archives,
@@ -36,46 +34,16 @@ from .archives import (
 )
 from .bench import bench
 from .checkpoints import export, load_trained, pretrained_path
+from .cli_parser import build_parser
 from .config import TrainConfig
 from .data import NUM_CLASSES, cache_path, load_tensors, prepare, select_split
 from .engines import stop_with_parent
 from .errors import StnError
 from .evaluation import evaluate
+from .onnx_export import OnnxClassifier, export_onnx
+from .recipes import load_recipe
 from .results import write_table
 from .train import train
-
-SHORT_FLAGS = {"n": ("-n",), "epochs": ("-e",), "batch_size": ("-b",), "seed": ("-s",)}  # as main.lua
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help=f"where downloads and caches go (default: ${DATA_DIR_ENV} or the user cache dir)")
-    parser.add_argument("--source", default=None,
-                        help=f"base URL or local folder holding the three archives "
-                             f"(default: ${SOURCE_ENV} or the official URL)")
-
-
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field: bools become flags, the rest typed values."""
-    group = parser.add_argument_group("training configuration")
-    for f in dataclasses.fields(TrainConfig):
-        flags = SHORT_FLAGS.get(f.name, ()) + ("--" + f.name.replace("_", "-"),)
-        help_text = f.metadata["help"]
-        if f.type == "bool" or isinstance(f.default, bool):
-            group.add_argument(*flags, action="store_true", help=help_text)
-        else:
-            group.add_argument(*flags, type=type(f.default), default=f.default, metavar=f.name.upper(),
-                               help=f"{help_text} (default: {f.default!r})")
-
-
-BEST_HELP = "with a run directory: its best.pt (the epoch of best validation accuracy) instead of its final model"
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                        help="a run directory (its final model), a .pt checkpoint or a .safetensors weights file")
-    parser.add_argument("--pretrained", action="store_true", help="use the model shipped with the package")
-    parser.add_argument("--best", action="store_true", help=BEST_HELP)
 
 
 def _model_path(args: argparse.Namespace) -> Path:
@@ -85,127 +53,10 @@ def _model_path(args: argparse.Namespace) -> Path:
     return pretrained_path() if args.pretrained else args.checkpoint
 
 
-def _add_picture_options(parser: argparse.ArgumentParser, kind: str) -> None:
-    _add_model_options(parser)
-    parser.add_argument("-o", "--output", type=Path, required=True, help=f"{kind} file to write")
-    parser.add_argument("--scale", type=int, default=4, help="enlargement factor (default: 4)")
-    _add_data_options(parser)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stn-gtsrb", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"stn-gtsrb {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    data = commands.add_parser("data", help="fetch, check and cache the GTSRB archives")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
-    for name, text in (("prepare", "fetch and verify the archives, build the tensor cache"),
-                       ("info", "counts per split and class, image size, checksums, cache location"),
-                       ("verify", "check the archives against their checksums")):
-        sub = data_commands.add_parser(name, help=text)
-        _add_data_options(sub)
-        if name != "verify":
-            sub.add_argument("--size", type=int, default=32, help="image side in pixels (default: 32)")
-        if name == "info":
-            sub.add_argument("--val-tracks", type=int, default=1, help="validation tracks per class (default: 1)")
-            sub.add_argument("--val-seed", type=int, default=1, help="seed choosing them (default: 1)")
-        if name == "prepare":
-            sub.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is current")
-
-    tr = commands.add_parser("train", help="train a network")
-    tr.add_argument("-o", "--output", type=Path, default=Path("runs/default"),
-                    help="run directory (default: runs/default)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    tr.add_argument("--overwrite", action="store_true", help="discard a run already in --output")
-    tr.add_argument("--eval", action="store_true", help="only evaluate the run in --output (its final model) on the "
-                                                         "test split")
-    tr.add_argument("--script", action="store_true", help="print the final test accuracy (%%) alone as last line")
-    tr.add_argument("--parent-pid", type=int, default=None, metavar="PID",
-                    help="stop (as on SIGTERM) once process PID is no longer this one's parent; "
-                         "the benchmark runner passes its own")
-    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    tr.add_argument("--download", action="store_true", help="download the archives if they are missing")
-    tr.add_argument("--record-st", type=int, default=0, metavar="K",
-                    help="every K steps of epoch 1, draw fixed images through the transformers "
-                         "(run dir: st_frames/*.png, st_epoch1.gif)")
-    _add_data_options(tr)
-    _add_config_options(tr)
-
-    ev = commands.add_parser("eval", help="accuracy of a saved model")
-    _add_model_options(ev)
-    ev.add_argument("--split", default="test", help="train, val or test (default: test)")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    ev.add_argument("--json", action="store_true", help="print the result as JSON")
-    _add_data_options(ev)
-
-    pl = commands.add_parser("plot", help="input images with the transformers' sampled regions and outputs")
-    _add_picture_options(pl, "PNG")
-    pl.add_argument("--split", default="test", help="train, val or test (default: test)")
-    pl.add_argument("--count", type=int, default=8, help="number of random images (default: 8)")
-    pl.add_argument("--indices", type=lambda text: [int(i) for i in text.split(",")], default=None,
-                    help="comma-separated image indices instead of random ones")
-    pl.add_argument("--seed", type=int, default=0, help="seed for the random images (default: 0)")
-
-    an = commands.add_parser("animate", help="GIF of the transformers along the 30 frames of one sign's track")
-    _add_picture_options(an, "GIF")
-    which = an.add_mutually_exclusive_group(required=True)
-    which.add_argument("--track", type=int, help="global training track id (0 to 1306)")
-    which.add_argument("--class", dest="class_id", type=int,
-                       help="class id: its validation track (runs with --val) or its first track")
-    which.add_argument("--training", action="store_true",
-                       help="instead, the frames recorded in epoch 1 by train --record-st")
-    an.add_argument("--stride", type=int, default=1, help="with --training: keep every N-th frame (default: 1)")
-    an.add_argument("--frame-ms", type=int, default=150, help="milliseconds per frame (default: 150)")
-
-    rp = commands.add_parser("report", help="training curves and confusion matrix of a run, as PNG")
-    rp.add_argument("run", type=Path, help="a run directory (its final model)")
-    rp.add_argument("--best", action="store_true", help=BEST_HELP)
-    rp.add_argument("-o", "--output", type=Path, default=None, help="directory for the PNGs (default: the run)")
-    rp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    _add_data_options(rp)
-
-    pr = commands.add_parser("predict", help="classify image files (any format and size) with a trained model")
-    pr.add_argument("images", nargs="+", type=Path, help="image files")
-    pr.add_argument("-m", "--model", type=Path, default=None,
-                    help="a run directory (its final model), a .pt checkpoint or a .safetensors weights file "
-                         "(default: the model shipped with the package)")
-    pr.add_argument("--best", action="store_true", help=BEST_HELP)
-    pr.add_argument("--top-k", type=int, default=5, help="classes listed per image (default: 5)")
-    pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
-    pr.add_argument("--plot", type=Path, default=None, help="PNG: each image with its transformers' sampled regions")
-    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-
-    ex = commands.add_parser("export", help="write a trained model as a .safetensors weights file")
-    ex.add_argument("checkpoint", type=Path, help="a run directory (its final model) or a .pt checkpoint")
-    ex.add_argument("--best", action="store_true", help=BEST_HELP)
-    ex.add_argument("-o", "--output", type=Path, required=True, help="the .safetensors file to write")
-    ex.add_argument("--full-precision", action="store_true", help="keep float32 parameters (default: float16)")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
-
-    be = commands.add_parser("bench", help="train and score every cell of a grid of options",
-                             usage="stn-gtsrb bench GRID -o DIR [options]  |  stn-gtsrb bench table DIR")
-    be.add_argument("target", nargs="+", metavar="GRID | table DIR",
-                    help="a grid file (TOML) to run, or 'table DIR' to rebuild DIR/results.md")
-    be.add_argument("-o", "--output", type=Path, help="output directory (with GRID)")
-    be.add_argument("--engine", default="local", help="local (default) or ray")
-    be.add_argument("--workers", type=int, default=1, help="local engine: cells run side by side")
-    be.add_argument("--repeats", type=int, default=None, help="seeds per cell (overrides the grid file)")
-    be.add_argument("--dry-run", action="store_true", help="list the cells and stop")
-    be.add_argument("--extend", action="store_true", help="add this grid to a directory holding another's")
-    be.add_argument("--retry-failed", action="store_true", help="run failed cells again")
-    be.add_argument("--address", default=None, help="ray engine: cluster address (default: start a local Ray)")
-    be.add_argument("--cpus-per-trial", type=int, default=1, help="ray engine: CPUs (and threads) per cell")
-    be.add_argument("--storage", default=None, help="ray engine: Tune storage path (default: DIR/ray)")
-    be.add_argument("--sort", default="auto", help="table order: auto (val when the runs have a validation split, "
-                                                   "else test), val, test, time or none")
-    be.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    _add_data_options(be)
-    return parser
-
-
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    """The recipe's options (if any), overridden by those given on the command line."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig.from_dict({**(load_recipe(args.recipe) if args.recipe else {}), **given})
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -248,16 +99,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.record_st:
         callbacks.append(visualize.TrainingRecorder.for_run(cfg.validate(), args.record_st, args.output,
                                                             args.data_dir, args.source))
-    result = train(cfg, args.output, device=args.device, resume=args.resume, overwrite=args.overwrite,
-                   data_dir=args.data_dir, source=args.source, download=args.download, bf16=args.bf16,
-                   progress=None if not args.script else False, callbacks=callbacks)
+    result = train(cfg, args.output, device=args.device, precision=args.precision, layout=args.layout,
+                   compile=args.compile, resume=args.resume, overwrite=args.overwrite, data_dir=args.data_dir,
+                   source=args.source, download=args.download, progress=None if not args.script else False,
+                   callbacks=callbacks)
     print(f"final test accuracy: {result['test_acc']:.2f}% (run in {args.output})")
     if args.script:
         print(f"{result['test_acc']:.4f}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    result = evaluate(_model_path(args), args.split, args.device, args.data_dir, args.source, best=args.best)
+    result = evaluate(_model_path(args), args.split, args.device, args.data_dir, args.source,
+                      precision=args.precision, best=args.best)
     if args.json:
         print(json.dumps(result))
     else:
@@ -296,15 +149,28 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _scorer(args: argparse.Namespace) -> tuple[predict.Scorer, int, object]:
+    """(scorer, image size, PyTorch model or None) of ``predict``'s model: an ONNX file, or anything
+    load_trained takes, by default the shipped model."""
+    if args.model is not None and args.model.suffix == ".onnx":
+        if args.plot:
+            raise StnError("--plot draws the transformers of a PyTorch model, not of an ONNX file")
+        classifier = OnnxClassifier(args.model)
+        return classifier.probabilities, classifier.config.image_size, None
     model, cfg, normalizer = load_trained(args.model or pretrained_path(), args.device, args.best)
-    names, images, errors = predict.read_images(args.images, cfg.image_size)
+    return predict.torch_scorer(model, normalizer), cfg.image_size, (model, normalizer)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    score, size, torch_model = _scorer(args)
+    names, images, errors = predict.read_images(args.images, size)
     for error in errors:
         _print_err(f"stn-gtsrb: error: {error}")
-    tops = predict.predict_images(model, normalizer, images, args.top_k)
+    tops = predict.predict_images(score, images, args.top_k)
     predictions = [predict.Prediction(name, top) for name, top in zip(names, tops, strict=True)]
     print(json.dumps([p.to_dict() for p in predictions]) if args.json else predict.format_table(predictions))
     if args.plot and predictions:
+        model, normalizer = torch_model
         best = torch.tensor([p.top[0][0] for p in predictions])
         captions = [f"{Path(p.file).name}: {visualize.class_caption(p.top[0][0])} ({p.top[0][1]:.1%})"
                     for p in predictions]
@@ -314,8 +180,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    path = export(args.checkpoint, args.output, half=not args.full_precision, overwrite=args.overwrite,
-                  best=args.best)
+    """The model as a weights file (.safetensors) or an ONNX graph (.onnx), by the output's suffix."""
+    if args.output.suffix == ".onnx":
+        if args.output.exists() and not args.overwrite:
+            raise StnError(f"{args.output} exists: use --overwrite to replace it")
+        model, cfg, normalizer = load_trained(_model_path(args), "cpu", args.best)
+        path = export_onnx(model, cfg, normalizer, args.output)
+    else:
+        path = export(_model_path(args), args.output, half=not args.full_precision, overwrite=args.overwrite,
+                      best=args.best)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -335,7 +208,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     bench(args.target[0], args.output, engine=args.engine, workers=args.workers, repeats=args.repeats,
           dry_run=args.dry_run, extend=args.extend, retry_failed=args.retry_failed, address=args.address,
           cpus_per_trial=args.cpus_per_trial, storage=args.storage, sort=args.sort, data_dir=args.data_dir,
-          source=args.source, device=args.device)
+          source=args.source, device=args.device, precision=args.precision)
 
 
 def main(argv: list[str] | None = None) -> int:

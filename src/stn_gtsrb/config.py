@@ -20,7 +20,7 @@ from .transformer import parse_transform
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "rmsprop")
 SAVED_BEFORE = {"legacy_norm": True}  # behaviour of saved configs that lack these options
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "linear")
 
 
 def _opt(default, help: str, **metadata):
@@ -45,6 +45,7 @@ class TrainConfig:
     ms: bool = _opt(False, "multi-scale features: last conv block's pooled input joins its output")
     no_cnorm: bool = _opt(False, "no contrastive normalisation after the conv blocks")
     cnorm_kernel: str = _opt("uniform9", "kernel of the conv blocks' contrastive normalisation", choices=KERNELS)
+    batchnorm: bool = _opt(False, "BatchNorm between each conv and its ReLU (not in the original)")
     legacy_norm: bool = _opt(False, "contrastive normalisation as stn-gtsrb 0.1 computed it (sqrt after the border "
                                     "division; runs saved before this option existed used it)")
     # --- spatial transformers
@@ -61,7 +62,9 @@ class TrainConfig:
     optimizer: str = _opt("sgd", "optimiser", choices=OPTIMIZERS)
     lr: float = _opt(0.01, "learning rate")
     lr_decay: float = _opt(0.0, "Torch-style decay: lr / (1 + step * lr_decay)")
-    schedule: str = _opt("none", "learning-rate schedule over epochs", choices=SCHEDULES)
+    schedule: str = _opt("none", "learning-rate schedule: none, step (× gamma every step-epochs), cosine or linear "
+                                 "(to 0 at the end)", choices=SCHEDULES)
+    warmup: float = _opt(0.0, "fraction of the training steps over which the lr rises linearly from 0 (any schedule)")
     step_epochs: int = _opt(5, "with --schedule step: multiply the lr by --gamma every this many epochs")
     gamma: float = _opt(0.1, "with --schedule step: the lr factor")
     weight_decay: float = _opt(0.0, "L2 weight decay")
@@ -98,7 +101,8 @@ class TrainConfig:
         """Keyword arguments for ``create_model(self.net, ...)``."""
         return dict(cnn=self.widths, image_size=self.image_size, transformers=self.transformers,
                     transform=self.transform, multiscale=self.ms, cnorm=not self.no_cnorm,
-                    cnorm_kernel=self.cnorm_kernel, dropout=self.dropout, legacy_norm=self.legacy_norm)
+                    cnorm_kernel=self.cnorm_kernel, dropout=self.dropout, legacy_norm=self.legacy_norm,
+                    batchnorm=self.batchnorm)
 
     # ------------------------------------------------------------------ checks and I/O
     def validate(self) -> "TrainConfig":
@@ -118,11 +122,11 @@ class TrainConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma", "jitter_rot", "jitter_scale",
+        for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma", "warmup", "jitter_rot", "jitter_scale",
                      "jitter_shift", "dropout", "label_smoothing"):
             if getattr(self, name) < 0:
                 raise StnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        for name in ("jitter_scale", "dropout", "label_smoothing"):
+        for name in ("jitter_scale", "dropout", "label_smoothing", "warmup"):
             if getattr(self, name) >= 1:
                 raise StnError(f"--{name.replace('_', '-')} must be below 1, got {getattr(self, name)}")
         if self.optimizer == "nesterov" and self.momentum <= 0:

@@ -91,13 +91,14 @@ def _cell_process(command: list[str], env: dict):
             process.wait()
 
 
-def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, source=None, device="auto") -> dict:
+def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, source=None, device="auto",
+             precision="auto") -> dict:
     """Train one cell in a ``stn-gtsrb train --script --resume`` subprocess; return its record.
 
     Raises KeyboardInterrupt when the cell was stopped (by a signal or ``stop_cells``) rather than failed.
     """
     command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--script", "--resume",
-               "--parent-pid", str(os.getpid()), "--device", device, *config_args(cfg)]
+               "--parent-pid", str(os.getpid()), "--device", device, "--precision", precision, *config_args(cfg)]
     command += ["--data-dir", str(data_dir)] if data_dir else []
     command += ["--source", str(source)] if source else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

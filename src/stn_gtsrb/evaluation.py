@@ -16,36 +16,37 @@ from .config import TrainConfig
 from .data import Normalizer
 from .device_data import load_device_data
 from .errors import StnError
-from .runtime import autocast_for, resolve_device
+from .runtime import Runtime, autocast_for
 
 EVAL_BATCH = 500  # images per forward pass when evaluating
 
 
 @torch.no_grad()
-def _batched(model: torch.nn.Module, images: torch.Tensor, head, bf16: bool, batch: int) -> torch.Tensor:
+def _batched(model: torch.nn.Module, images: torch.Tensor, head, precision: str, batch: int) -> torch.Tensor:
     """``head(float32 logits)`` of each batch of ``images``, concatenated; the model in eval mode meanwhile."""
     was_training = model.training
     model.eval()
-    with autocast_for(images.device, bf16):
+    with autocast_for(images.device, precision):
         out = torch.cat([head(model(images[i:i + batch]).float()) for i in range(0, len(images), batch)])
     model.train(was_training)
     return out
 
 
-def probabilities(model: torch.nn.Module, images: torch.Tensor, bf16: bool = False,
+def probabilities(model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32",
                   batch: int = EVAL_BATCH) -> torch.Tensor:
     """Softmax class probabilities ``(N, classes)`` for normalised ``images`` ``(N, 3, S, S)``."""
-    return _batched(model, images, lambda logits: logits.softmax(1), bf16, batch)
+    return _batched(model, images, lambda logits: logits.softmax(1), precision, batch)
 
 
-def predict(model: torch.nn.Module, images: torch.Tensor, bf16: bool = False, batch: int = EVAL_BATCH) -> torch.Tensor:
+def predict(model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32",
+            batch: int = EVAL_BATCH) -> torch.Tensor:
     """Predicted class ids ``(N,)`` for normalised ``images`` ``(N, 3, S, S)``."""
-    return _batched(model, images, lambda logits: logits.argmax(1), bf16, batch)
+    return _batched(model, images, lambda logits: logits.argmax(1), precision, batch)
 
 
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool = False) -> float:
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str = "fp32") -> float:
     """Top-1 accuracy in percent."""
-    return 100.0 * (predict(model, images, bf16) == labels).sum().item() / len(labels)
+    return 100.0 * (predict(model, images, precision) == labels).sum().item() / len(labels)
 
 
 def require_val_if_asked(cfg: TrainConfig, split: str) -> None:
@@ -55,18 +56,20 @@ def require_val_if_asked(cfg: TrainConfig, split: str) -> None:
 
 
 def evaluate(path: Path | str, split: str = "test", device: str = "auto", data_dir=None, source=None,
-             download: bool = False, bf16: bool = False, best: bool = False) -> dict:
+             download: bool = False, precision: str | None = None, best: bool = False) -> dict:
     """Accuracy of a checkpoint, weights file or run directory (its final model; ``best``: its best.pt)
-    on a split."""
+    on a split, in ``precision`` (default: the one its metrics were measured in, else fp32)."""
     checkpoint = load_checkpoint(path, best)
     model, cfg = model_from_checkpoint(checkpoint, str(path))
     require_val_if_asked(cfg, split)
     if split not in ("train", "val", "test"):
         raise StnError(f"unknown split {split!r}; valid: train, val, test")
-    dev = resolve_device(device)
-    data = load_device_data(cfg, dev, data_dir, source, download,
+    runtime = Runtime.resolve(device, precision or checkpoint["metrics"].get("precision", "fp32"))
+    data = load_device_data(cfg, runtime.device, data_dir, source, download,
                             normalizer=Normalizer.from_state_dict(checkpoint["normalizer"]), splits=(split,))
     images, labels = data.splits[split]
-    correct = (predict(model.to(dev), images, bf16) == labels).sum().item()
+    _, forward = runtime.model(model)
+    correct = (predict(forward, runtime.images(images), runtime.precision) == labels).sum().item()
     return {"split": split, "accuracy": 100.0 * correct / len(labels), "correct": correct, "total": len(labels),
-            "epoch": checkpoint["epoch"], "logged": checkpoint["metrics"].get(f"{split}_acc")}
+            "epoch": checkpoint["epoch"], "logged": checkpoint["metrics"].get(f"{split}_acc"),
+            "precision": runtime.precision}

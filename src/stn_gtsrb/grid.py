@@ -3,6 +3,7 @@
 A grid file (TOML) names base options and, for any option, a list of values;
 the cells are the cartesian product, each run with ``repeats`` seeds::
 
+    recipe = "paper"                  # optional: [base] starts from a recipe (recipes.py)
     repeats = 2                       # optional (or --repeats)
     [base]                            # options shared by every cell
     net = "idsia"
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import StnError
+from .recipes import load_recipe
 
 try:
     import tomllib
@@ -64,10 +66,12 @@ def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
         raise StnError(f"grid file {path} not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise StnError(f"{path} is not valid TOML: {error}") from None
-    unknown = sorted(set(content) - {"base", "grid", "repeats"})
+    unknown = sorted(set(content) - {"recipe", "base", "grid", "repeats"})
     if unknown:
-        raise StnError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; valid: repeats, [base], [grid]")
-    base = {_option_name(k, f"{path} [base]"): v for k, v in content.get("base", {}).items()}
+        raise StnError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; valid: recipe, repeats, [base], "
+                       "[grid]")
+    base = load_recipe(content["recipe"]) if "recipe" in content else {}
+    base.update({_option_name(k, f"{path} [base]"): v for k, v in content.get("base", {}).items()})
     axes = {}
     for key, values in content.get("grid", {}).items():
         if not isinstance(values, list) or not values:

@@ -10,7 +10,8 @@ networks follow Moodstocks' ``gtsrb.torch``:
 
 A conv block is conv (padding 2) → ReLU → max-pool 2 → contrastive
 normalisation (Torch7-style, see normalization.py; switch off with
-``cnorm=False``). A spatial transformer may sit before conv block *i*
+``cnorm=False``); ``batchnorm=True`` adds BatchNorm between conv and ReLU.
+A spatial transformer may sit before conv block *i*
 (``transformers={i: "200,300,200"}``, i from 1). With ``multiscale=True``
 the last block's input, max-pooled to the block's output size, is
 concatenated with its output before the fc layer.
@@ -77,8 +78,10 @@ def parse_widths(spec: str | tuple | list, count: int, what: str) -> tuple[int, 
 
 
 def conv_block(in_channels: int, out_channels: int, kernel: int, cnorm_kernel: str | None,
-               legacy_norm: bool = False) -> nn.Sequential:
-    layers = [nn.Conv2d(in_channels, out_channels, kernel, padding=PADDING), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+               legacy_norm: bool = False, batchnorm: bool = False) -> nn.Sequential:
+    """conv (padding 2) [→ BatchNorm] → ReLU → max-pool 2 [→ contrastive normalisation]."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel, padding=PADDING, bias=not batchnorm)
+    layers = [conv, *([nn.BatchNorm2d(out_channels)] if batchnorm else []), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
     if cnorm_kernel:
         layers.append(ContrastiveNorm(cnorm_kernel, legacy_norm))
     return nn.Sequential(*layers)
@@ -96,6 +99,7 @@ class ConvNet(nn.Module):
         multiscale: concatenate the last block's pooled input to its output.
         cnorm: contrastive normalisation after each block; cnorm_kernel its kernel; legacy_norm
             its stn-gtsrb 0.1 formula (see normalization.py).
+        batchnorm: BatchNorm between each conv and its ReLU (the conv then has no bias).
         dropout: probability of zeroing each unit of the hidden fc layer while training.
     """
 
@@ -103,7 +107,7 @@ class ConvNet(nn.Module):
                  num_classes: int = NUM_CLASSES, transformers: dict | None = None,
                  transform: str | dict = "affine", multiscale: bool = False, cnorm: bool = True,
                  cnorm_kernel: str = "uniform9", in_channels: int = 3, dropout: float = 0.0,
-                 legacy_norm: bool = False):
+                 legacy_norm: bool = False, batchnorm: bool = False):
         super().__init__()
         transformers = dict(transformers or {})
         bad = sorted(set(transformers) - set(range(1, len(convs) + 1)))
@@ -125,7 +129,7 @@ class ConvNet(nn.Module):
                     self.transformers[str(position)] = SpatialTransformer(probe.shape[1], probe.shape[2],
                                                                           widths, family)
                 self.blocks.append(conv_block(probe.shape[1], width, kernel, cnorm_kernel if cnorm else None,
-                                              legacy_norm))
+                                              legacy_norm, batchnorm))
                 probe = self._block(position, probe)
                 if min(probe.shape[2:]) < 1:
                     raise StnError(f"image size {image_size} is too small for this network")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -47,15 +48,23 @@ def read_images(paths: list[Path | str], size: int) -> tuple[list[str], torch.Te
     return names, stacked, errors
 
 
-def predict_images(model, normalizer, images: torch.Tensor, top_k: int = 5) -> list[list[tuple[int, float]]]:
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (N, 3, S, S) -> probabilities (N, 43)
+
+
+def torch_scorer(model, normalizer) -> Scorer:
+    """The scorer of a PyTorch model and its normaliser (onnx_export.OnnxClassifier is the ONNX one)."""
+    device = next(model.parameters()).device
+    return lambda images: probabilities(model, normalizer(images.to(device))).cpu()
+
+
+def predict_images(score: Scorer, images: torch.Tensor, top_k: int = 5) -> list[list[tuple[int, float]]]:
     """Top-k (class id, probability) lists for uint8 ``images``."""
     if not 1 <= top_k <= len(CLASS_NAMES):
         raise StnError(f"--top-k must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
     if len(images) == 0:
         return []
-    device = next(model.parameters()).device
-    values, classes = probabilities(model, normalizer(images.to(device))).cpu().topk(top_k, dim=1)
-    return [list(zip(c.tolist(), v.tolist(), strict=True)) for c, v in zip(classes, values, strict=False)]
+    values, classes = score(images).topk(top_k, dim=1)
+    return [list(zip(c.tolist(), v.tolist(), strict=True)) for c, v in zip(classes, values, strict=True)]
 
 
 def format_table(predictions: list[Prediction]) -> str:

@@ -1,12 +1,24 @@
-"""Where and how tensors are computed: the device and the autocast precision."""
+"""Where and how tensors are computed: the device, the autocast precision and the memory layout.
+
+``precision="auto"`` uses bfloat16 autocast where the device runs it fast and
+float32 elsewhere: on CUDA where torch reports bf16 support; on a CPU where
+torch reports AVX512-BF16 or AMX-BF16 (``torch.cpu.get_capabilities()``).
+A CPU without them emulates bf16: on an AVX-512 CPU without AVX512-BF16 the
+paper net trains 2.4× *slower* in bf16 than in fp32
+(benchmarks/trainer_throughput.log). Evaluation runs in the training precision.
+"""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
 from .errors import StnError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+LAYOUTS = ("auto", "channels_last", "contiguous")
 
 
 def _mps_available() -> bool:
@@ -27,6 +39,89 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast_for(device: torch.device, bf16: bool):
-    """bfloat16 autocast on ``device`` when ``bf16``, else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bfloat16 autocast runs fast on ``device`` (torch's own queries; see the module docstring)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16``: ``auto`` per :func:`bf16_is_fast`; ``bf16`` where autocast cannot use it is refused."""
+    if name not in PRECISIONS:
+        raise StnError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if name == "bf16" and device.type not in ("cpu", "cuda"):
+        raise StnError(f"--precision bf16 needs a CPU or CUDA device, not {device.type}")
+    return name
+
+
+def resolve_layout(name: str, device: torch.device) -> torch.memory_format:
+    """The memory format of images and weights: ``auto`` is channels-last on CPU and CUDA (faster for
+    these convolutions on both, see benchmarks/trainer_throughput.log), contiguous elsewhere."""
+    if name not in LAYOUTS:
+        raise StnError(f"--layout must be one of {', '.join(LAYOUTS)}, got {name!r}")
+    channels_last = name == "channels_last" or (name == "auto" and device.type in ("cpu", "cuda"))
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bfloat16 autocast on ``device`` for precision ``bf16``, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def rng_state(device: torch.device) -> dict:
+    """The RNG states a resumed run needs: the CPU's, and the CUDA devices' when training on CUDA."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state) -> None:
+    """Restore :func:`rng_state` (or a bare CPU state saved by stn-gtsrb 0.1)."""
+    if isinstance(state, torch.Tensor):
+        state = {"cpu": state}
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run computes: its device, autocast precision (``fp32``/``bf16``), memory layout and whether
+    the model is compiled (torch.compile). :meth:`resolve` turns the user's options into one."""
+
+    device: torch.device
+    precision: str
+    layout: torch.memory_format
+    compile: bool = False
+
+    @classmethod
+    def resolve(cls, device: str = "auto", precision: str = "auto", layout: str = "auto",
+                compile: bool = False) -> "Runtime":
+        dev = resolve_device(device)
+        return cls(dev, resolve_precision(precision, dev), resolve_layout(layout, dev), compile)
+
+    def model(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """Move ``model`` to the device and layout; return it and the module to call (compiled or itself).
+        Checkpoints save the first, whose state-dict keys compiling does not change."""
+        model = model.to(self.device, memory_format=self.layout)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+        return model, (torch.compile(model, dynamic=False) if self.compile else model)  # one graph per batch size
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` ``(N, C, H, W)`` on the device in the run's layout."""
+        return images.to(self.device).contiguous(memory_format=self.layout)
+
+    def autocast(self):
+        return autocast_for(self.device, self.precision)
+
+    def describe(self) -> str:
+        layout = "channels-last" if self.layout == torch.channels_last else "contiguous"
+        return f"device {self.device}, {self.precision}, {layout}" + (", compiled" if self.compile else "")

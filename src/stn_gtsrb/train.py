@@ -33,7 +33,7 @@ from .device_data import load_device_data
 from .errors import StnError
 from .evaluation import accuracy
 from .models import ConvNet, build_model, count_parameters
-from .runtime import autocast_for, resolve_device
+from .runtime import Runtime, autocast_for, rng_state, set_rng_state
 from .transformer import random_thetas, warp
 
 
@@ -76,14 +76,19 @@ def build_optimizer(cfg: TrainConfig, model: ConvNet) -> torch.optim.Optimizer:
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Base lr at a global step: schedule factor × Torch-style decay ``1 / (1 + step·lr_decay)``."""
-    epoch = step // steps_per_epoch
+    """Base lr at a global step: warm-up × schedule factor × Torch-style decay ``1 / (1 + step·lr_decay)``."""
+    total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "step":
-        factor = cfg.gamma ** (epoch // cfg.step_epochs)
+        factor = cfg.gamma ** (step // steps_per_epoch // cfg.step_epochs)
     elif cfg.schedule == "cosine":
-        factor = 0.5 * (1 + math.cos(math.pi * step / (cfg.epochs * steps_per_epoch)))
+        factor = 0.5 * (1 + math.cos(math.pi * step / total))
+    elif cfg.schedule == "linear":
+        factor = 1 - step / total
     else:
         factor = 1.0
+    warm = cfg.warmup * total
+    if step < warm:
+        factor *= (step + 1) / warm
     return cfg.lr * factor / (1 + step * cfg.lr_decay)
 
 
@@ -101,7 +106,7 @@ def _check_finite(losses: torch.Tensor, first: int, epoch: int, lr: float) -> No
 
 
 def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, step: int,
-                bf16: bool = False, progress: bool = False, on_step=None) -> tuple[float, float, int]:
+                precision: str = "fp32", progress: bool = False, on_step=None) -> tuple[float, float, int]:
     """One pass over the data in a permutation seeded by (seed, epoch); returns (loss, acc %, step).
 
     ``on_step(done, total)``, if given, is called before the first step and after every step.
@@ -128,7 +133,7 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
         x, y = images[index], labels[index]
         if jitter is not None:
             x = warp(x, jitter[start:start + cfg.batch_size])
-        with autocast_for(images.device, bf16):
+        with autocast_for(images.device, precision):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -149,20 +154,27 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
 
 # ---------------------------------------------------------------- a whole run
 
-def train(cfg: TrainConfig, output: Path | str, *, device: str = "auto", resume: bool = False,
-          overwrite: bool = False, data_dir=None, source=None, download: bool = False, bf16: bool = False,
-          progress: bool | None = None, callbacks: Sequence[Callback] = (),
-          echo: Callable[[str], None] = print) -> dict:
+def train(cfg: TrainConfig, output: Path | str, *, device: str = "auto", precision: str = "auto",
+          layout: str = "auto", compile: bool = False, resume: bool = False, overwrite: bool = False,
+          data_dir=None, source=None, download: bool = False, progress: bool | None = None,
+          callbacks: Sequence[Callback] = (), echo: Callable[[str], None] = print) -> dict:
     """Train ``cfg`` in run directory ``output``; return the result record (also in result.json).
 
-    Each of ``callbacks`` is called with a :class:`Step` before the first and after every
-    training step.
+    ``device``, ``precision``, ``layout`` and ``compile`` say how to compute (runtime.py); the
+    result and every log record name the precision used. Each of ``callbacks`` is called with a
+    :class:`Step` before the first and after every training step.
     """
     cfg.validate()
+    runtime = Runtime.resolve(device, precision, layout, compile)
     with runs.locked_run(Path(output)) as run_dir:
-        return _train_locked(cfg, run_dir, resolve_device(device), resume, overwrite, data_dir, source,
-                             download, bf16, sys.stderr.isatty() if progress is None else progress, callbacks,
-                             echo)
+        checkpoint = runs.open_run(cfg, run_dir, resume, overwrite)
+        if checkpoint is not None and runs.read_result(run_dir) is not None:
+            echo(f"{run_dir} is already finished")
+            return runs.read_result(run_dir)
+        data = load_device_data(cfg, runtime.device, data_dir, source, download)
+        runs.write_config(run_dir, cfg)  # only now: a start that fails to load the data leaves no run behind
+        return _train_epochs(cfg, run_dir, runtime, data, checkpoint,
+                             sys.stderr.isatty() if progress is None else progress, callbacks, echo)
 
 
 def _restore(run_dir: Path, checkpoint: dict | None, model, optimizer, echo) -> tuple[int, int, float | None]:
@@ -171,30 +183,23 @@ def _restore(run_dir: Path, checkpoint: dict | None, model, optimizer, echo) -> 
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
         first_epoch, step, best = checkpoint["epoch"] + 1, checkpoint["step"], checkpoint["best"]
         echo(f"resuming {run_dir} at epoch {first_epoch}")
     runs.trim_log(run_dir, first_epoch)
     return first_epoch, step, best
 
 
-def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, download, bf16, progress, callbacks,
-                  echo):
-    if bf16 and device.type != "cuda":
-        raise StnError("--bf16 needs a CUDA device")
-    checkpoint = runs.open_run(cfg, run_dir, resume, overwrite)
-    if checkpoint is not None and runs.read_result(run_dir) is not None:
-        echo(f"{run_dir} is already finished")
-        return runs.read_result(run_dir)
-    data = load_device_data(cfg, device, data_dir, source, download)
-    runs.write_config(run_dir, cfg)  # only now: a start that fails to load the data leaves no run behind
+def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, checkpoint: dict | None,
+                  progress: bool, callbacks: Sequence[Callback], echo) -> dict:
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.net, **cfg.model_options()).to(device)
+    model, forward = runtime.model(build_model(cfg.net, **cfg.model_options()))
     optimizer = build_optimizer(cfg, model)
     first_epoch, step, best = _restore(run_dir, checkpoint, model, optimizer, echo)
-    train_x, train_y = data.splits["train"]
+    splits = {name: (runtime.images(images), labels) for name, (images, labels) in data.splits.items()}
+    train_x, train_y = splits["train"]
     echo(f"{cfg.net} {cfg.widths}, {count_parameters(model):,} parameters, {len(train_y):,} training images, "
-         f"device {device}")
+         f"{runtime.describe()}")
     started = time.perf_counter() - sum(r["seconds"] for r in runs.read_log(run_dir))
     for epoch in range(first_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -204,23 +209,25 @@ def _train_locked(cfg, run_dir, device, resume, overwrite, data_dir, source, dow
             for callback in callbacks:
                 callback(Step(model, data.normalizer, epoch, done, total))
 
-        loss, train_acc, step = train_epoch(model, optimizer, cfg, train_x, train_y, epoch, step, bf16, progress,
-                                            on_step=on_step if callbacks else None)
+        loss, train_acc, step = train_epoch(forward, optimizer, cfg, train_x, train_y, epoch, step,
+                                            runtime.precision, progress, on_step=on_step if callbacks else None)
         train_seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "train_loss": loss, "train_acc": train_acc}
         for name in ("val", "test"):
-            if name in data.splits:
-                record[f"{name}_acc"] = accuracy(model, *data.splits[name], bf16=bf16)
-        record.update(lr=lr, seconds=time.perf_counter() - t0, images_per_s=len(train_y) / train_seconds)
+            if name in splits:
+                record[f"{name}_acc"] = accuracy(forward, *splits[name], precision=runtime.precision)
+        record.update(lr=lr, seconds=time.perf_counter() - t0, images_per_s=len(train_y) / train_seconds,
+                      precision=runtime.precision)
         improved = cfg.val and (best is None or record["val_acc"] > best)  # the test set never chooses
         best = record["val_acc"] if improved else best
-        runs.save_epoch(run_dir, record, make_checkpoint(cfg, model, optimizer, data.normalizer, epoch, step,
-                                                         record, best), improved)
+        state = make_checkpoint(cfg, model, optimizer, data.normalizer, epoch, step, record, best,
+                                rng_state(runtime.device))
+        runs.save_epoch(run_dir, record, state, improved)
         echo(runs.format_record(record))
 
     last = runs.read_log(run_dir)[-1]
     result = {"test_acc": last["test_acc"], "val_acc": last.get("val_acc"), "best_val_acc": best,
-              "epochs": cfg.epochs, "seconds": time.perf_counter() - started,
+              "epochs": cfg.epochs, "seconds": time.perf_counter() - started, "precision": runtime.precision,
               "parameters": count_parameters(model), "config": cfg.to_dict()}
     runs.write_result(run_dir, result)
     return result

@@ -74,11 +74,29 @@ def theta_from_params(params: torch.Tensor, families: tuple[str, ...]) -> torch.
     return torch.stack([cos, -sin, tx, sin, cos, ty], dim=1).view(-1, 2, 3)
 
 
-def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Bilinear resampling of ``x`` ``(B, C, H, W)`` by ``theta`` ``(B, 2, 3)``; same size out."""
+def portable_affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, H, W), align_corners=False)`` as a matrix product: ``(B, H, W, 2)``.
+
+    The same numbers, from operations every ONNX opset has (ONNX's AffineGrid needs opset 20).
+    """
+    xs = (torch.arange(width, dtype=theta.dtype, device=theta.device) * 2 + 1) / width - 1  # pixel centres
+    ys = (torch.arange(height, dtype=theta.dtype, device=theta.device) * 2 + 1) / height - 1
+    base = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                        torch.ones(height, width, dtype=theta.dtype, device=theta.device)], dim=-1)
+    return (base.reshape(1, height * width, 3) @ theta.transpose(1, 2)).reshape(-1, height, width, 2)
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor, portable: bool = False) -> torch.Tensor:
+    """Bilinear resampling of ``x`` ``(B, C, H, W)`` by ``theta`` ``(B, 2, 3)``; same size out.
+
+    ``portable=True`` builds the grid with :func:`portable_affine_grid` (for ONNX export).
+    """
     if theta.shape != (x.shape[0], 2, 3):
         raise ValueError(f"theta must have shape ({x.shape[0]}, 2, 3), got {tuple(theta.shape)}")
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=ALIGN_CORNERS)
+    if portable:
+        grid = portable_affine_grid(theta.to(x.dtype), x.shape[2], x.shape[3])
+    else:
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=ALIGN_CORNERS)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS)
 
 
@@ -149,6 +167,7 @@ class SpatialTransformer(nn.Module):
         super().__init__()
         self.families = parse_transform(transform)
         self.in_channels, self.in_size = in_channels, in_size
+        self.portable = False  # build the sampling grid by matrix product (set by the ONNX export)
         self.loc = LocalisationNet(in_channels, in_size, widths, self.families)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,7 +175,7 @@ class SpatialTransformer(nn.Module):
             raise ValueError(f"expected input (B, {self.in_channels}, {self.in_size}, {self.in_size}), "
                              f"got {tuple(x.shape)}")
         theta = theta_from_params(self.loc(x), self.families)
-        return warp(x, theta), theta
+        return warp(x, theta, self.portable), theta
 
     def extra_repr(self) -> str:
         return f"transform={transform_name(self.families)}"
