@@ -130,11 +130,18 @@ class ConvNet(nn.Module):
                                                                           widths, family)
                 self.blocks.append(conv_block(probe.shape[1], width, kernel, cnorm_kernel if cnorm else None,
                                               legacy_norm, batchnorm))
-                probe = self._block(position, probe)
+                probe = self._probe(position, probe)
                 if min(probe.shape[2:]) < 1:
                     raise StnError(f"image size {image_size} is too small for this network")
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(probe[0].numel(), fc_width), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(fc_width, num_classes)
+
+    def _probe(self, position: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``position`` on ``x`` in eval mode: finds the map sizes without touching BatchNorm statistics."""
+        block = self.blocks[position - 1].eval()
+        y = self._block(position, x)
+        block.train()
+        return y
 
     def _block(self, position: int, x: torch.Tensor) -> torch.Tensor:
         y = self.blocks[position - 1](x)
