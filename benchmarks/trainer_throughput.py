@@ -6,8 +6,8 @@ The paper's two-transformer IDSIA-like net at 32 px (``--recipe paper``: cnn
 150,200,300,350, loc-nets 200,300,200 on the input and 150,150,150 before conv3),
 SGD lr 0.01, on real training images. For each mode the package's
 ``train_epoch`` and the plainest loop (index, forward, loss, backward, step) run
-in that same mode from the same weights on the same batches, alternately; the
-median images/s of each is reported, with their ratio. ``--compile`` adds
+in that same mode from the same weights on the same batches, alternately (trainer,
+bare, trainer, bare, ...); the median images/s of each is reported, with their ratio. ``--compile`` adds
 torch.compile rows: the first pass (compilation included) and the steady state.
 """
 
@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", default="50,128")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--layouts", default="contiguous,channels_last")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile in the auto precision, channels-last")
     args = parser.parse_args()
@@ -85,13 +87,14 @@ def main() -> None:
     print(f"auto precision here: {auto}")
     print("| batch | precision | layout | compile | trainer (img/s) | bare loop (img/s) | trainer / bare |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for batch, precision, layout in itertools.product([int(b) for b in args.batches.split(",")], ("fp32", "bf16"),
-                                                      ("contiguous", "channels_last")):
+    for batch, precision, layout in itertools.product([int(b) for b in args.batches.split(",")],
+                                                      args.precisions.split(","), args.layouts.split(",")):
         cfg = TrainConfig.from_dict({**base.to_dict(), "batch_size": batch})
         runtime = Runtime.resolve(args.device, precision, layout)
         timed("bare", runtime, cfg, initial, images, labels)  # warm-up
-        speeds = {kind: statistics.median(timed(kind, runtime, cfg, initial, images, labels)
-                                          for _ in range(args.repeats)) for kind in ("trainer", "bare")}
+        times = [{kind: timed(kind, runtime, cfg, initial, images, labels) for kind in ("trainer", "bare")}
+                 for _ in range(args.repeats)]
+        speeds = {kind: statistics.median(t[kind] for t in times) for kind in ("trainer", "bare")}
         print(f"| {batch} | {precision} | {layout} | no | {speeds['trainer']:.1f} | {speeds['bare']:.1f} | "
               f"{speeds['trainer'] / speeds['bare']:.3f} |", flush=True)
         if args.compile and precision == auto and layout == "channels_last":

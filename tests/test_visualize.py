@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from stn_gtsrb import TrainConfig, train
 from stn_gtsrb.classes import CLASS_NAMES
 from stn_gtsrb.report import confusion_matrix, most_confused
-from stn_gtsrb.visualize import CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, compose, corners
+from stn_gtsrb.visualize import CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, TrainingRecorder, compose, corners
 from synthetic_gtsrb import CLASSES, FRAMES, TRACKS
 
 CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
@@ -104,6 +105,18 @@ def test_training_animation_frames_are_in_step_order(tiny_runs):
                           CAPTION_HEIGHT + RECORDED_IMAGES * (CAPTION_HEIGHT + SIZE * 3 + MARGIN))
 
 
+def test_recording_by_tenths_draws_the_start_and_each_tenth_of_epoch_1(data_env, tmp_path):
+    cfg = TrainConfig(net="lecun", cnn="4,8,16", n=1000, batch_size=50, epochs=2, optimizer="adam", lr=0.003,
+                      st=True, locnet="4,4,8")  # 20 steps per epoch
+    recorder = TrainingRecorder.for_run(cfg, "tenths", tmp_path / "run", echo=lambda _: None)
+    assert [done for done in range(613 + 1) if recorder.records(done, 613)] == [
+        0, 61, 123, 184, 245, 306, 368, 429, 490, 552, 613]
+    train(cfg, tmp_path / "run", callbacks=[recorder], echo=lambda _: None)
+    steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "st_frames").glob("step_*.png"))
+    assert steps == list(range(0, 21, 2))  # 11 frames, none from epoch 2
+    assert Image.open(tmp_path / "run" / "st_epoch1.gif").n_frames == 11
+
+
 def test_animate_rebuilds_the_training_gif_from_recorded_frames(tiny_runs, data_env, tmp_path):
     result = run("animate", str(tiny_runs / "st"), "--training", "--stride", "2", "-o", str(tmp_path / "e.gif"),
                  data_env=data_env)
@@ -128,6 +141,8 @@ def test_report_writes_curves_and_confusion(tiny_runs, data_env, tmp_path):
     (["plot", "{st}", "-o", "{tmp}/file/x.png"], "cannot write {tmp}/file/x.png"),
     (["plot", "{st}", "-o", "{tmp}/x.png", "--indices", "99999"], "image index 99999 is out of range"),
     (["report", "{tmp}"], "holds no finished epoch"),
+    (["train", "--record-st", "tenth", "-o", "{tmp}/r"], "--record-st must be a positive number of steps or 'tenths', "
+                                                        "got 'tenth'"),
 ])
 def test_bad_input_is_one_line_with_exit_2(tiny_runs, data_env, tmp_path, args, message):
     (tmp_path / "file").write_text("in the way")

@@ -5,7 +5,8 @@ and dicts, loadable with ``torch.load(path, weights_only=True)``::
 
     format      CHECKPOINT_FORMAT
     config      the TrainConfig as a dict
-    model       the model's state dict
+    model       the model's state dict (with ``--ema``: the weight average's, the model evaluated)
+    train_model with ``--ema`` only: the trained weights' state dict, from which a resumed run goes on
     optimizer   the optimiser's state dict
     epoch, step the last finished epoch and the global step after it
     rng         the RNG states: {"cpu": tensor, "cuda": [tensor per device] when trained on CUDA}
@@ -53,10 +54,13 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # ---------------------------------------------------------------- checkpoints
 
 def make_checkpoint(cfg: TrainConfig, model, optimizer, normalizer: Normalizer, epoch: int, step: int,
-                    metrics: dict, best, rng: dict) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "rng": rng,
-            "normalizer": normalizer.state_dict(), "metrics": metrics, "best": best}
+                    metrics: dict, best, rng: dict, train_model=None) -> dict:
+    checkpoint = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
+                  "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "rng": rng,
+                  "normalizer": normalizer.state_dict(), "metrics": metrics, "best": best}
+    if train_model is not None:
+        checkpoint["train_model"] = train_model.state_dict()
+    return checkpoint
 
 
 def save_checkpoint(checkpoint: dict, path: Path | str) -> Path:

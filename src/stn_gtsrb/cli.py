@@ -7,6 +7,7 @@
     stn-gtsrb predict IMAGE... [-m RUN]  top-k classes of image files (default: the shipped model)
     stn-gtsrb export RUN -o F.safetensors|F.onnx  a trained model as a weights file or an ONNX graph
     stn-gtsrb bench GRID -o DIR          train and score every cell of a grid (table DIR: redo the table)
+    stn-gtsrb robustness RUN... -o DIR   models side by side under rotation, scale and shift; track stability
 
 Every user error (StnError) prints one line ``stn-gtsrb: error: ...`` and
 exits with code 2.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import predict, report, visualize
+from . import predict, report, robustness_report, visualize
 from .archives import (
     ARCHIVES,
     default_data_dir,
@@ -43,6 +44,7 @@ from .evaluation import evaluate
 from .onnx_export import OnnxClassifier, export_onnx
 from .recipes import load_recipe
 from .results import write_table
+from .robustness import DEFAULT_LEVELS
 from .train import train
 
 
@@ -192,6 +194,26 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+def _numbers(text: str, kind: type, option: str) -> list:
+    """A comma-separated list of ``kind`` from the command line; StnError naming ``option`` if it is not one."""
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise StnError(f"{option} must be comma-separated {kind.__name__} values, got {text!r}") from None
+
+
+def cmd_robustness(args: argparse.Namespace) -> None:
+    levels = {name: tuple(_numbers(getattr(args, name), float, f"--{name}")) for name in DEFAULT_LEVELS}
+    tracks = _numbers(args.tracks, int, "--tracks") if args.tracks is not None else None
+    robustness_report.check_output(args.output, args.overwrite)
+    sources = ([robustness_report.PRETRAINED] if args.pretrained else []) + args.models
+    subjects = robustness_report.load_subjects(sources, args.device, args.best)
+    result = robustness_report.measure(subjects, levels, args.n, args.seed, tracks, args.data_dir, args.source,
+                                       args.download, progress=sys.stderr.isatty())
+    for path in robustness_report.write_results(result, args.output):
+        print(f"wrote {path}")
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -215,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
                 "plot": cmd_plot, "animate": cmd_animate, "report": cmd_report, "predict": cmd_predict,
-                "export": cmd_export}
+                "export": cmd_export, "robustness": cmd_robustness}
     try:
         return handlers[args.command](args) or 0
     except StnError as error:

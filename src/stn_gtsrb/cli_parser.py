@@ -14,6 +14,7 @@ from . import __version__
 from .archives import DATA_DIR_ENV, SOURCE_ENV
 from .config import TrainConfig
 from .recipes import list_recipes
+from .robustness import DEFAULT_LEVELS, UNITS
 from .runtime import LAYOUTS, PRECISIONS
 
 DESCRIPTION = "Spatial transformer networks on GTSRB: train, benchmark, explain."
@@ -112,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"{', '.join(LAYOUTS)}: memory layout, auto = channels-last on CPU and CUDA (default: auto)")
     tr.add_argument("--compile", action="store_true", help="torch.compile the model (see the README's speed table)")
     tr.add_argument("--download", action="store_true", help="download the archives if they are missing")
-    tr.add_argument("--record-st", type=int, default=0, metavar="K",
-                    help="every K steps of epoch 1, draw fixed images through the transformers "
-                         "(run dir: st_frames/*.png, st_epoch1.gif)")
+    tr.add_argument("--record-st", default=None, metavar="K|tenths",
+                    help="every K steps of epoch 1, or after each tenth of it (as the seed's animation), draw fixed "
+                         "images through the transformers (run dir: st_frames/*.png, st_epoch1.gif)")
     _add_data_options(tr)
     _add_config_options(tr)
 
@@ -169,6 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--full-precision", action="store_true",
                     help=".safetensors: keep float32 parameters (default: float16)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+    ro = commands.add_parser("robustness", help="models side by side: accuracy under rotation, scale and shift, "
+                                                "and track stability")
+    ro.add_argument("models", nargs="*", help="run directories (their final models), .pt checkpoints or "
+                                              ".safetensors weights files")
+    ro.add_argument("--pretrained", action="store_true", help="also the model shipped with the package (first)")
+    ro.add_argument("--best", action="store_true", help=BEST_HELP)
+    ro.add_argument("-o", "--output", type=Path, required=True,
+                    help="directory for robustness.json, robustness.md and robustness.png")
+    ro.add_argument("--n", type=int, default=None, help="a seeded random subset of N test images (default: all)")
+    ro.add_argument("--seed", type=int, default=0, help="seed of the subset and of the distortions' draws "
+                                                        "(default: 0)")
+    ro.add_argument("--tracks", default=None, metavar="IDS",
+                    help="comma-separated training track ids for track stability (default: the validation tracks "
+                         "of the first model trained with --val)")
+    for name, levels in DEFAULT_LEVELS.items():
+        ro.add_argument(f"--{name}", default=",".join(f"{v:g}" for v in levels), metavar="LEVELS",
+                        help=f"comma-separated {name} levels, {UNITS[name]} (default: %(default)s)")
+    ro.add_argument("--overwrite", action="store_true", help="replace earlier results in --output")
+    ro.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    ro.add_argument("--download", action="store_true", help="download the archives if they are missing")
+    _add_data_options(ro)
 
     be = commands.add_parser("bench", help="train and score every cell of a grid of options",
                              usage="stn-gtsrb bench GRID -o DIR [options]  |  stn-gtsrb bench table DIR")

@@ -72,6 +72,8 @@ class TrainConfig:
     locnet_lr_mult: float = _opt(1.0, "learning-rate multiplier for the localisation nets")
     dropout: float = _opt(0.0, "dropout probability on the hidden fully connected layer while training")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    ema: float = _opt(0.0, "decay of an exponential moving average of the weights (e.g. 0.999), which is then "
+                           "the model evaluated and saved (0: off)")
     jitter_rot: float = _opt(0.0, "augmentation: random rotation of each training image within ± this many degrees")
     jitter_scale: float = _opt(0.0, "augmentation: random scale factor within 1 ± this")
     jitter_shift: float = _opt(0.0, "augmentation: random shift of each axis within ± this fraction of the side")
@@ -123,10 +125,10 @@ class TrainConfig:
             if value <= 0:
                 raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
         for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma", "warmup", "jitter_rot", "jitter_scale",
-                     "jitter_shift", "dropout", "label_smoothing"):
+                     "jitter_shift", "dropout", "label_smoothing", "ema"):
             if getattr(self, name) < 0:
                 raise StnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        for name in ("jitter_scale", "dropout", "label_smoothing", "warmup"):
+        for name in ("jitter_scale", "dropout", "label_smoothing", "warmup", "ema"):
             if getattr(self, name) >= 1:
                 raise StnError(f"--{name.replace('_', '-')} must be below 1, got {getattr(self, name)}")
         if self.optimizer == "nesterov" and self.momentum <= 0:

@@ -30,6 +30,7 @@ from .checkpoints import make_checkpoint
 from .config import TrainConfig
 from .data import Normalizer
 from .device_data import load_device_data
+from .ema import WeightAverage
 from .errors import StnError
 from .evaluation import accuracy
 from .models import ConvNet, build_model, count_parameters
@@ -106,10 +107,12 @@ def _check_finite(losses: torch.Tensor, first: int, epoch: int, lr: float) -> No
 
 
 def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, step: int,
-                precision: str = "fp32", progress: bool = False, on_step=None) -> tuple[float, float, int]:
+                precision: str = "fp32", progress: bool = False, on_step=None,
+                ema: WeightAverage | None = None) -> tuple[float, float, int]:
     """One pass over the data in a permutation seeded by (seed, epoch); returns (loss, acc %, step).
 
-    ``on_step(done, total)``, if given, is called before the first step and after every step.
+    ``on_step(done, total)``, if given, is called before the first step and after every step;
+    ``ema``, if given, is updated after every optimiser step.
     Raises :class:`Diverged` within ``FINITE_CHECK_EVERY`` steps of a non-finite loss.
     """
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -139,6 +142,8 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update()
         losses[done - 1] = loss.detach().float() * len(y)
         correct += (logits.argmax(1) == y).sum()
         step += 1
@@ -181,7 +186,7 @@ def _restore(run_dir: Path, checkpoint: dict | None, model, optimizer, echo) -> 
     """Load a checkpoint's state (if any) and trim the log to it; return (first epoch, step, best)."""
     first_epoch, step, best = 1, 0, None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))  # raw weights, if --ema
         optimizer.load_state_dict(checkpoint["optimizer"])
         set_rng_state(checkpoint["rng"])
         first_epoch, step, best = checkpoint["epoch"] + 1, checkpoint["step"], checkpoint["best"]
@@ -196,6 +201,10 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
     model, forward = runtime.model(build_model(cfg.net, **cfg.model_options()))
     optimizer = build_optimizer(cfg, model)
     first_epoch, step, best = _restore(run_dir, checkpoint, model, optimizer, echo)
+    ema = WeightAverage(model, cfg.ema, updates=step) if cfg.ema else None
+    if ema is not None and checkpoint is not None:
+        ema.model.load_state_dict(checkpoint["model"])
+    evaluated = ema.model if ema is not None else forward  # the model scored and saved
     splits = {name: (runtime.images(images), labels) for name, (images, labels) in data.splits.items()}
     train_x, train_y = splits["train"]
     echo(f"{cfg.net} {cfg.widths}, {count_parameters(model):,} parameters, {len(train_y):,} training images, "
@@ -210,18 +219,20 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
                 callback(Step(model, data.normalizer, epoch, done, total))
 
         loss, train_acc, step = train_epoch(forward, optimizer, cfg, train_x, train_y, epoch, step,
-                                            runtime.precision, progress, on_step=on_step if callbacks else None)
+                                            runtime.precision, progress, on_step=on_step if callbacks else None,
+                                            ema=ema)
         train_seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "train_loss": loss, "train_acc": train_acc}
         for name in ("val", "test"):
             if name in splits:
-                record[f"{name}_acc"] = accuracy(forward, *splits[name], precision=runtime.precision)
+                record[f"{name}_acc"] = accuracy(evaluated, *splits[name], precision=runtime.precision)
         record.update(lr=lr, seconds=time.perf_counter() - t0, images_per_s=len(train_y) / train_seconds,
                       precision=runtime.precision)
         improved = cfg.val and (best is None or record["val_acc"] > best)  # the test set never chooses
         best = record["val_acc"] if improved else best
-        state = make_checkpoint(cfg, model, optimizer, data.normalizer, epoch, step, record, best,
-                                rng_state(runtime.device))
+        state = make_checkpoint(cfg, ema.model if ema is not None else model, optimizer, data.normalizer, epoch,
+                                step, record, best, rng_state(runtime.device),
+                                train_model=model if ema is not None else None)
         runs.save_epoch(run_dir, record, state, improved)
         echo(runs.format_record(record))
 

@@ -86,10 +86,12 @@ def portable_affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.
     return (base.reshape(1, height * width, 3) @ theta.transpose(1, 2)).reshape(-1, height, width, 2)
 
 
-def warp(x: torch.Tensor, theta: torch.Tensor, portable: bool = False) -> torch.Tensor:
+def warp(x: torch.Tensor, theta: torch.Tensor, portable: bool = False, padding: str = "zeros") -> torch.Tensor:
     """Bilinear resampling of ``x`` ``(B, C, H, W)`` by ``theta`` ``(B, 2, 3)``; same size out.
 
     ``portable=True`` builds the grid with :func:`portable_affine_grid` (for ONNX export).
+    ``padding``: what samples outside ``x`` read, ``"zeros"`` (the transformer's) or ``"border"``
+    (the nearest edge pixel, for test-time distortions).
     """
     if theta.shape != (x.shape[0], 2, 3):
         raise ValueError(f"theta must have shape ({x.shape[0]}, 2, 3), got {tuple(theta.shape)}")
@@ -97,7 +99,7 @@ def warp(x: torch.Tensor, theta: torch.Tensor, portable: bool = False) -> torch.
         grid = portable_affine_grid(theta.to(x.dtype), x.shape[2], x.shape[3])
     else:
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=ALIGN_CORNERS)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=ALIGN_CORNERS)
 
 
 def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,

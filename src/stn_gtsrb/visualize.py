@@ -246,24 +246,40 @@ def training_frames(run_dir: Path | str, stride: int = 1) -> list[Image.Image]:
     return [Image.open(path).convert("RGB") for path in kept]
 
 
+TENTHS = "tenths"  # record before training and after each tenth of epoch 1: 11 frames, as the seed's animation
+
+
+def parse_record_every(text: str | int) -> int | str:
+    """``--record-st``'s value: a positive number of steps, or ``"tenths"``; StnError otherwise."""
+    if text == TENTHS:
+        return TENTHS
+    try:
+        every = int(text)
+    except ValueError:
+        every = 0
+    if every < 1:
+        raise StnError(f"--record-st must be a positive number of steps or '{TENTHS}', got {text!r}")
+    return every
+
+
 class TrainingRecorder:
-    """A training callback (train.Step): during epoch 1, every ``every`` steps, draws fixed images
-    through the transformers.
+    """A training callback (train.Step): during epoch 1 draws fixed images through the transformers,
+    before the first step and then every ``every`` steps and after the last, or with ``every="tenths"``
+    after each tenth of the epoch (11 frames in all).
 
     Writes ``out_dir/step_NNNNN.png`` per recorded step and, after the epoch's last step,
     ``gif_path``, captioned "epoch 1, step i/N".
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, every: int, out_dir: Path, gif_path: Path,
-                 scale: int = 3, echo=print):
-        if every < 1:
-            raise StnError(f"--record-st must be a positive number of steps, got {every}")
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, every: int | str, out_dir: Path,
+                 gif_path: Path, scale: int = 3, echo=print):
+        every = parse_record_every(every)
         self.images, self.labels, self.every, self.scale, self.echo = images, labels, every, scale, echo
         self.out_dir, self.gif_path = Path(out_dir), Path(gif_path)
         self.frames: list[Image.Image] = []
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, every: int, run_dir: Path | str, data_dir=None, source=None,
+    def for_run(cls, cfg: TrainConfig, every: int | str, run_dir: Path | str, data_dir=None, source=None,
                 echo=print) -> "TrainingRecorder":
         """``RECORDED_IMAGES`` training images of ``cfg`` (seeded), recorded into ``run_dir``."""
         train = training_split(cfg, load_tensors(cfg.image_size, data_dir, source))
@@ -273,9 +289,15 @@ class TrainingRecorder:
         return cls(chosen.images, chosen.labels, every, run_dir / "st_frames", run_dir / "st_epoch1.gif",
                    echo=echo)
 
+    def records(self, done: int, total: int) -> bool:
+        """Whether the state after ``done`` of ``total`` steps is drawn."""
+        if self.every == TENTHS:
+            return done in {round(total * tenth / 10) for tenth in range(11)}
+        return done % self.every == 0 or done == total
+
     def __call__(self, step) -> None:
         """Called with a train.Step (model, normalizer, epoch, done, total)."""
-        if step.epoch != 1 or (step.done % self.every and step.done != step.total):
+        if step.epoch != 1 or not self.records(step.done, step.total):
             return
         model, was_training = step.model, step.model.training
         images = self.images.to(next(model.parameters()).device)

@@ -1,0 +1,219 @@
+"""``stn-gtsrb robustness``: models side by side under distortions (robustness.py) and along tracks
+(stability.py), written as robustness.json, robustness.md and robustness.png.
+
+The test images are the official test split (or a seeded subset of ``n``);
+stability uses the tracks given by id, else the validation tracks of the first
+model trained with ``--val``, and says for each model how many of them it
+trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoints import load_trained, pretrained_path
+from .config import TrainConfig
+from .data import GTSRBTensors, Normalizer, load_tensors, validation_tracks
+from .errors import StnError
+from .evaluation import predict
+from .fileio import atomic_write, write_text
+from .models import ConvNet
+from .robustness import TRANSFORMS, UNITS, Classifier, check_levels, robustness_rows
+from .stability import stability
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:  # the viz extra is not installed: check_output says so
+    plt = None
+
+OUTPUTS = ("robustness.json", "robustness.md", "robustness.png")
+PRETRAINED = "pretrained"  # the name standing for the shipped model among the model arguments
+
+
+@dataclass
+class Subject:
+    """One model under study: its name in the tables, where it came from, and the loaded model."""
+
+    name: str
+    source: str
+    model: ConvNet
+    cfg: TrainConfig
+    normalizer: Normalizer
+
+    def classifier(self) -> Classifier:
+        device = next(self.model.parameters()).device
+        return lambda images: predict(self.model, self.normalizer(images.to(device)))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "source": self.source, "transformers": sorted(self.cfg.transformers),
+                "image_size": self.cfg.image_size}
+
+
+def load_subjects(sources: list[str], device: str = "auto", best: bool = False) -> list[Subject]:
+    """Load each model argument (a run directory, checkpoint, weights file, or ``pretrained``), named by its
+    directory or file name, made unique."""
+    if not sources:
+        raise StnError("give at least one model: a run directory, a checkpoint, a weights file or --pretrained")
+    subjects, taken = [], set()
+    for source in sources:
+        path = pretrained_path() if source == PRETRAINED else Path(source)
+        model, cfg, normalizer = load_trained(path, device, best and source != PRETRAINED)
+        name = PRETRAINED if source == PRETRAINED else (path.name if path.is_dir() else path.stem)
+        name = next(candidate for candidate in [name] + [f"{name}#{i}" for i in range(2, len(sources) + 2)]
+                    if candidate not in taken)
+        taken.add(name)
+        subjects.append(Subject(name, source, model, cfg, normalizer))
+    return subjects
+
+
+def check_output(out_dir: Path, overwrite: bool) -> None:
+    """StnError before any work if the results could not be written, or would replace earlier ones."""
+    if plt is None:
+        raise StnError("robustness.png needs matplotlib: pip install 'stn-gtsrb[viz]'")
+    existing = [name for name in OUTPUTS if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise StnError(f"{out_dir / existing[0]} exists: use --overwrite to replace it")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StnError(f"cannot create {out_dir}: {error.strerror or error}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise StnError(f"cannot write to {out_dir}: permission denied")
+
+
+def _test_subset(test: GTSRBTensors, n: int | None, seed: int) -> torch.Tensor:
+    if n is not None and not 0 < n <= len(test):
+        raise StnError(f"--n must be between 1 and {len(test)} (the test images), got {n}")
+    return torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def _tracks(subjects: list[Subject], train: GTSRBTensors, tracks: list[int] | None) -> tuple[list[int], str]:
+    """The tracks to study and where they come from."""
+    count = int(train.tracks.max()) + 1
+    if tracks is not None:
+        bad = [t for t in tracks if not 0 <= t < count]
+        if not tracks or bad:
+            raise StnError(f"--tracks must be training track ids from 0 to {count - 1}, "
+                           f"got {bad[0] if bad else 'none'}")
+        return tracks, "the tracks given"
+    with_val = [s for s in subjects if s.cfg.val]
+    if not with_val:
+        return [], ""
+    cfg = with_val[0].cfg
+    chosen = validation_tracks(train, cfg.val_seed, cfg.val_tracks).tolist()
+    return chosen, f"the validation tracks of {with_val[0].name}"
+
+
+def _trained_on(cfg: TrainConfig, train: GTSRBTensors, tracks: list[int]) -> int:
+    """How many of ``tracks`` the run of ``cfg`` trained on (all of them, without --val)."""
+    held_out = set(validation_tracks(train, cfg.val_seed, cfg.val_tracks).tolist()) if cfg.val else set()
+    return sum(track not in held_out for track in tracks)
+
+
+def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: int = 0,
+            tracks: list[int] | None = None, data_dir=None, source=None, download: bool = False,
+            progress: bool = False) -> dict:
+    """Robustness rows for every model and, where tracks are known, their stability; a JSON-ready dict."""
+    check_levels(levels)
+    rows, stable, chosen, origin = [], [], [], ""
+    for size in sorted({s.cfg.image_size for s in subjects}):
+        official = load_tensors(size, data_dir, source, download)
+        test, group = official["test"], [s for s in subjects if s.cfg.image_size == size]
+        index = _test_subset(test, n, seed)
+        chosen, origin = _tracks(subjects, official["train"], tracks)
+        rows += robustness_rows({s.name: s.classifier() for s in group}, test.images[index], test.labels[index],
+                                levels, seed, progress)
+        for subject in group if chosen else []:
+            figures = stability(subject.model, subject.normalizer, official["train"], chosen)
+            stable.append({"model": subject.name, "trained_on": _trained_on(subject.cfg, official["train"], chosen),
+                           **figures})
+    order = {s.name: i for i, s in enumerate(subjects)}
+    rows.sort(key=lambda r: (TRANSFORMS.index(r["transform"]), r["level"], order[r["model"]]))
+    stable.sort(key=lambda r: order[r["model"]])
+    return {"seed": seed, "n": len(index), "models": [s.describe() for s in subjects],
+            "levels": {name: list(values) for name, values in levels.items()}, "robustness": rows,
+            "stability": {"tracks": chosen, "origin": origin, "models": stable} if chosen else None}
+
+
+# ---------------------------------------------------------------- outputs
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
+
+
+def _accuracy_table(result: dict, transform: str) -> list[str]:
+    names = [m["name"] for m in result["models"]]
+    cells = {(r["level"], r["model"]): f"{r['accuracy']:.2f}" for r in result["robustness"]
+             if r["transform"] == transform}
+    levels = sorted({level for level, _ in cells})
+    return [f"## {transform} ({UNITS[transform]})", "",
+            *_table(["level", *names], [[f"{level:g}", *(cells[level, name] for name in names)] for level in levels]),
+            ""]
+
+
+def _stability_tables(stable: dict) -> list[str]:
+    lines = ["## Track stability", "",
+             f"On {len(stable['tracks'])} training tracks ({stable['origin']}), every frame of each.", ""]
+    lines += _table(["model", "of these tracks, trained on", "frame accuracy (%)", "tracks given one class (%)",
+                     "class changes per track"],
+                    [[m["model"], m["trained_on"], f"{m['accuracy']:.2f}", f"{m['one_prediction']:.1f}",
+                      f"{m['changes']:.2f}"] for m in stable["models"]])
+    rows = [[m["model"], position, f"{t['input_variation']:.4f}", f"{t['output_variation']:.4f}", f"{t['ratio']:.3f}",
+             f"{100 * t['centre_spread']:.2f}", f"{100 * t['scale_spread']:.2f}"]
+            for m in stable["models"] for position, t in m["transformers"].items()]
+    if rows:
+        lines += ["", "Per transformer (before conv block *position*): variation of its input and output maps over "
+                      "the frames, and the spread of its sampled region.", ""]
+        lines += _table(["model", "position", "input variation", "output variation", "output / input",
+                         "centre spread (% of side)", "scale spread (%)"], rows)
+    return lines + [""]
+
+
+def markdown(result: dict) -> str:
+    """robustness.md: one accuracy table per distortion, then the stability tables."""
+    lines = ["# Geometric robustness", "",
+             f"Accuracy (%) on {result['n']} GTSRB test images (seed {result['seed']}), distorted before each "
+             "model's own normalisation, edge pixels replicated. Models: "
+             + ", ".join(f"`{m['name']}` ({m['source']}; transformers before blocks {m['transformers'] or 'none'})"
+                         for m in result["models"]) + ".", ""]
+    for transform in TRANSFORMS:
+        if transform in result["levels"]:
+            lines += _accuracy_table(result, transform)
+    if result["stability"]:
+        lines += _stability_tables(result["stability"])
+    else:
+        lines += ["No track stability: no model was trained with --val, and no --tracks were given.", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> Path:
+    """robustness.png: accuracy against level, one panel per distortion, one line per model."""
+    transforms = [t for t in TRANSFORMS if t in result["levels"]]
+    figure, axes = plt.subplots(1, len(transforms), figsize=(4 * len(transforms), 3.6), squeeze=False)
+    for axis, transform in zip(axes[0], transforms, strict=True):
+        for model in result["models"]:
+            rows = [r for r in result["robustness"] if r["transform"] == transform and r["model"] == model["name"]]
+            axis.plot([r["level"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=model["name"])
+        axis.set(title=transform, xlabel=UNITS[transform], ylabel="test accuracy (%)")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    written = atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=100))
+    plt.close(figure)
+    return written
+
+
+def write_results(result: dict, out_dir: Path) -> list[Path]:
+    """Write robustness.json, robustness.md and robustness.png in ``out_dir`` (each atomically)."""
+    out_dir = Path(out_dir)
+    return [write_text(out_dir / "robustness.json", json.dumps(result, indent=1) + "\n"),
+            write_text(out_dir / "robustness.md", markdown(result)), plot(result, out_dir / "robustness.png")]
