@@ -13,7 +13,7 @@ from stn_gtsrb import TrainConfig, evaluate, train
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.data import load_tensors, validation_tracks
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.robustness import DEFAULT_LEVELS, Draws, check_levels, content_thetas, distort
+from stn_gtsrb.robustness import DEFAULT_LEVELS, Draws, check_levels, content_thetas, distort, robustness_rows
 from stn_gtsrb.stability import mean_figures, region_spread, trace_transformers, track_figures, track_frames
 
 
@@ -62,6 +62,21 @@ def test_draws_are_seeded():
     assert torch.equal(a.turn, b.turn) and torch.equal(a.direction, b.direction) and torch.equal(a.zoom, b.zoom)
     assert not torch.equal(a.direction, c.direction)
     assert set(a.turn.tolist()) == {-1.0, 1.0} and set(a.zoom.tolist()) == {-1.0, 1.0}
+
+
+def test_the_rows_are_reproducible_for_a_seed_and_cover_every_level_and_model():
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 43, (40,))
+    by_pixels = {"a": lambda x: x[:, 0, 10:20, 10:20].float().mean((1, 2)).long() % 43,
+                 "b": lambda x: x[:, 1, :8, :8].float().mean((1, 2)).long() % 43}
+    levels = {"rotation": (0, 30), "shift": (0.1,)}
+    first = robustness_rows(by_pixels, images, labels, levels, seed=0)
+    assert [(r["transform"], r["level"], r["model"]) for r in first] == [
+        ("rotation", 0, "a"), ("rotation", 0, "b"), ("rotation", 30, "a"), ("rotation", 30, "b"),
+        ("shift", 0.1, "a"), ("shift", 0.1, "b")]
+    assert robustness_rows(by_pixels, images, labels, levels, seed=0) == first
+    draws = [Draws.make(len(images), seed) for seed in (0, 1)]
+    assert not torch.equal(distort(images, "rotation", 30, draws[0]), distort(images, "rotation", 30, draws[1]))
 
 
 @pytest.mark.parametrize("levels,message", [
