@@ -3,6 +3,7 @@
     stn-gtsrb data prepare|info|verify   fetch, check and cache the dataset
     stn-gtsrb train [options]            train a network (options: TrainConfig's fields)
     stn-gtsrb eval RUN | --pretrained    accuracy of a saved (or the shipped) model on a split
+    stn-gtsrb eval RUN RUN ... [--tta]   accuracy of a committee; test-time augmentation
     stn-gtsrb plot|animate|report ...    pictures of what the transformers learn, training reports
     stn-gtsrb predict IMAGE... [-m RUN]  top-k classes of image files (default: the shipped model)
     stn-gtsrb export RUN -o F.safetensors|F.onnx  a trained model as a weights file or an ONNX graph
@@ -39,6 +40,7 @@ from .cli_parser import build_parser
 from .config import TrainConfig
 from .data import NUM_CLASSES, cache_path, load_tensors, prepare, select_split
 from .engines import stop_with_parent
+from .ensemble import evaluate_ensemble
 from .errors import StnError
 from .evaluation import evaluate
 from .onnx_export import OnnxClassifier, export_onnx
@@ -111,13 +113,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    result = evaluate(_model_path(args), args.split, args.device, args.data_dir, args.source,
-                      precision=args.precision, best=args.best)
+    paths = ([pretrained_path()] if args.pretrained else []) + args.checkpoints
+    if not paths:
+        raise StnError("give a checkpoint (run directory, .pt or .safetensors file), several, or --pretrained")
+    if len(paths) == 1 and not args.tta:
+        result = evaluate(paths[0], args.split, args.device, args.data_dir, args.source, precision=args.precision,
+                          best=args.best)
+        what = f"epoch {result['epoch']}"
+    else:
+        result = evaluate_ensemble(paths, args.split, args.tta, args.device, args.data_dir, args.source,
+                                   best=args.best)
+        what = (f"committee of {len(paths)} models" if len(paths) > 1 else "one model") + (
+            f", test-time augmentation over {result['views']} views" if args.tta else "")
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['split']} accuracy: {result['accuracy']:.2f}% ({result['correct']}/{result['total']}), "
-              f"epoch {result['epoch']}")
+        print(f"{result['split']} accuracy: {result['accuracy']:.2f}% ({result['correct']}/{result['total']}), {what}")
 
 
 def _print_err(text: str) -> None:

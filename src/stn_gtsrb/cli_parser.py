@@ -119,8 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(tr)
     _add_config_options(tr)
 
-    ev = commands.add_parser("eval", help="accuracy of a saved model")
-    _add_model_options(ev)
+    ev = commands.add_parser("eval", help="accuracy of a saved model, or of a committee of models")
+    ev.add_argument("checkpoints", type=Path, nargs="*", metavar="checkpoint",
+                    help="a run directory (its final model), a .pt checkpoint or a .safetensors weights file; "
+                         "several: their committee (probabilities averaged)")
+    ev.add_argument("--pretrained", action="store_true", help="the model shipped with the package (with others: "
+                                                              "one more member)")
+    ev.add_argument("--best", action="store_true", help=BEST_HELP)
+    ev.add_argument("--tta", action="store_true", help="test-time augmentation: average each model's probabilities "
+                                                       "over the image, 4 shifts of 5%% and scales 0.9 and 1.1")
     ev.add_argument("--split", default="test", help="train, val or test (default: test)")
     _add_runtime_options(ev, precision_default=None)
     ev.add_argument("--json", action="store_true", help="print the result as JSON")

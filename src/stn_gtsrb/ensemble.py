@@ -1,0 +1,72 @@
+"""Committees and test-time augmentation: class probabilities averaged over models and over views.
+
+``stn-gtsrb eval RUN RUN ...`` scores a committee: each model classifies the
+split's raw images through its own normaliser, and the softmax probabilities
+of all models are averaged. ``--tta`` averages, per model, over ``TTA_VIEWS``:
+the image itself, shifted by 5 % of its side in four directions, and scaled by
+0.9 and 1.1 (edge pixels replicated, as robustness.py distorts). Both are
+reported as rows of their own, never as a single model's accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from .checkpoints import load_checkpoint, model_from_checkpoint
+from .data import Normalizer, load_tensors, select_split
+from .errors import StnError
+from .evaluation import probabilities, require_val_if_asked
+from .robustness import content_thetas
+from .runtime import Runtime
+from .transformer import warp
+
+TTA_VIEWS = ((1.0, 0.0, 0.0), *((1.0, 0.05, k * math.pi / 2) for k in range(4)), (0.9, 0.0, 0.0), (1.1, 0.0, 0.0))
+"""(content scale, shift as a fraction of the side, shift direction in radians) of each test-time view."""
+
+
+def view(images: torch.Tensor, scale: float, shift: float, direction: float) -> torch.Tensor:
+    """uint8 ``images`` ``(N, C, S, S)`` with their content scaled and shifted (uint8, same shape)."""
+    n = len(images)
+    theta = content_thetas(torch.zeros(n), torch.full((n,), scale), torch.full((n,), shift),
+                           torch.full((n,), direction)).to(images.device)
+    return warp(images.float(), theta, padding="border").round().clamp(0, 255).to(torch.uint8)
+
+
+def model_probabilities(model, normalizer: Normalizer, images: torch.Tensor, tta: bool = False,
+                        precision: str = "fp32") -> torch.Tensor:
+    """Probabilities ``(N, classes)`` of one model on uint8 ``images``, averaged over ``TTA_VIEWS`` with ``tta``."""
+    views = TTA_VIEWS if tta else TTA_VIEWS[:1]
+    return sum(probabilities(model, normalizer(view(images, *v)), precision) for v in views) / len(views)
+
+
+def _identity(data) -> tuple[torch.Tensor, ...]:
+    """What makes two models' splits the same images: labels, tracks and frames, in order."""
+    return data.labels, data.tracks, data.frames
+
+
+def evaluate_ensemble(paths: list[Path | str], split: str = "test", tta: bool = False, device: str = "auto",
+                      data_dir=None, source=None, download: bool = False, best: bool = False) -> dict:
+    """Accuracy of the committee of ``paths`` (one path: a single model, e.g. with ``tta``) on a split."""
+    if not paths:
+        raise StnError("give at least one model")
+    runtime = Runtime.resolve(device, "fp32")
+    total, first = 0.0, None
+    for path in paths:
+        checkpoint = load_checkpoint(path, best)
+        model, cfg = model_from_checkpoint(checkpoint, str(path))
+        require_val_if_asked(cfg, split)
+        data = select_split(load_tensors(cfg.image_size, data_dir, source, download), split, cfg.val_seed,
+                            cfg.val_tracks)
+        if first is not None and not all(torch.equal(a, b) for a, b in zip(first, _identity(data), strict=True)):
+            raise StnError(f"{path} was validated on other images than the first model: a committee needs one split")
+        first = first or _identity(data)
+        model, _ = runtime.model(model)
+        normalizer = Normalizer.from_state_dict(checkpoint["normalizer"])
+        total = total + model_probabilities(model.eval(), normalizer, data.images.to(runtime.device), tta).cpu()
+    labels = first[0]
+    correct = int((total.argmax(1) == labels).sum())
+    return {"split": split, "accuracy": 100.0 * correct / len(labels), "correct": correct, "total": len(labels),
+            "models": [str(p) for p in paths], "tta": tta, "views": len(TTA_VIEWS) if tta else 1}
