@@ -19,9 +19,8 @@ from .checkpoints import load_checkpoint, model_from_checkpoint
 from .data import Normalizer, load_tensors, select_split
 from .errors import StnError
 from .evaluation import probabilities, require_val_if_asked
-from .robustness import content_thetas
+from .robustness import content_thetas, resample
 from .runtime import Runtime
-from .transformer import warp
 
 TTA_VIEWS = ((1.0, 0.0, 0.0), *((1.0, 0.05, k * math.pi / 2) for k in range(4)), (0.9, 0.0, 0.0), (1.1, 0.0, 0.0))
 """(content scale, shift as a fraction of the side, shift direction in radians) of each test-time view."""
@@ -30,9 +29,8 @@ TTA_VIEWS = ((1.0, 0.0, 0.0), *((1.0, 0.05, k * math.pi / 2) for k in range(4)),
 def view(images: torch.Tensor, scale: float, shift: float, direction: float) -> torch.Tensor:
     """uint8 ``images`` ``(N, C, S, S)`` with their content scaled and shifted (uint8, same shape)."""
     n = len(images)
-    theta = content_thetas(torch.zeros(n), torch.full((n,), scale), torch.full((n,), shift),
-                           torch.full((n,), direction)).to(images.device)
-    return warp(images.float(), theta, padding="border").round().clamp(0, 255).to(torch.uint8)
+    return resample(images, content_thetas(torch.zeros(n), torch.full((n,), scale), torch.full((n,), shift),
+                                           torch.full((n,), direction)))
 
 
 def model_probabilities(model, normalizer: Normalizer, images: torch.Tensor, tta: bool = False,

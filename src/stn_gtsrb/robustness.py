@@ -97,11 +97,15 @@ def content_thetas(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
     return torch.cat([inverse, -(inverse @ moved.unsqueeze(2))], dim=2)
 
 
+def resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """uint8 ``images`` ``(N, C, S, S)`` resampled by ``theta`` ``(N, 2, 3)``, edge pixels replicated (uint8)."""
+    warped = warp(images.float(), theta.to(images.device), padding="border")
+    return warped.round().clamp(0, 255).to(torch.uint8)
+
+
 def distort(images: torch.Tensor, transform: str, level: float, draws: Draws) -> torch.Tensor:
     """uint8 ``images`` ``(N, C, S, S)`` distorted by ``transform`` at ``level`` (uint8, same shape)."""
-    theta = content_thetas(*distortion(transform, level, draws), draws.direction).to(images.device)
-    warped = warp(images.float(), theta, padding="border")
-    return warped.round().clamp(0, 255).to(torch.uint8)
+    return resample(images, content_thetas(*distortion(transform, level, draws), draws.direction))
 
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (N, 3, S, S) -> predicted class ids (N,)
