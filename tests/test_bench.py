@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stn_gtsrb import TrainConfig, bench, results
+from stn_gtsrb import TrainConfig, bench, engines, results
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.grid import axis_options, describe, expand, load_grid, run_id
 
@@ -172,6 +172,34 @@ def test_stopping_the_runner_stops_its_running_cells_and_records_none(data_env, 
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_a_stopped_cell_stops_the_sweep_before_the_next_cell_starts(data_env, tmp_path):
+    """A cell stopped by a signal of its own (as Ctrl-C reaches every cell) must not let the next one start."""
+    grid = write_grid(tmp_path, GRID.format(extra="seed = [1, 2, 3]").replace("epochs = 1", "epochs = 500"))
+    out = tmp_path / "out"
+    process = subprocess.Popen([*CLI, str(grid), "-o", str(out)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not list((out / "runs").glob("*/last.pt")):
+            time.sleep(0.05)  # the first cell is training
+        [cell] = processes_mentioning(str(out / "runs"))
+        os.kill(cell, signal.SIGTERM)
+        assert process.wait(timeout=60) == 130
+        assert "interrupted" in process.stderr.read()
+        assert wait_until_gone(str(out / "runs"), 10) == []
+        assert len(list((out / "runs").iterdir())) == 1 and results.read_records(out) == []
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("budget, workers, expected", [("1", 1, 1), ("4", 2, 2), ("3", 2, 1), ("", 1, None)])
+def test_cells_share_the_omp_thread_budget(monkeypatch, budget, workers, expected):
+    monkeypatch.setenv("OMP_NUM_THREADS", budget)
+    assert engines.cell_threads(workers) == (expected or os.cpu_count())
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")

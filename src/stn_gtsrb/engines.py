@@ -6,7 +6,7 @@ the sweep goes on; stopping the local runner (Ctrl-C, SIGTERM) stops its
 running cells and records none of them, and a cell whose runner dies
 (``kill -9``, a lost Ray worker) stops itself. Engines: ``local`` (one cell
 after another, or ``workers`` side by side with the CPU threads split between
-them) and ``ray`` (Ray Tune, on a local or existing cluster; imported only
+them: ``OMP_NUM_THREADS`` if set, else every core) and ``ray`` (Ray Tune, on a local or existing cluster; imported only
 when used, as it is an optional extra). Both write the same records.
 """
 
@@ -52,13 +52,24 @@ def config_args(cfg: TrainConfig) -> list[str]:
 _STOPPED = {130, -signal.SIGINT, -signal.SIGTERM}
 _live: set[subprocess.Popen] = set()  # the cell subprocesses running now
 _live_lock = threading.Lock()
+_stopping = threading.Event()  # set by stop_cells: no further cell starts until run_local begins anew
 
 
 def stop_cells() -> None:
-    """Terminate every running cell subprocess (each keeps its last checkpoint, so a rerun resumes it)."""
+    """Terminate every running cell subprocess and start no more (each keeps its last checkpoint, so a rerun
+    resumes it)."""
     with _live_lock:
+        _stopping.set()
         for process in _live:
             process.terminate()
+
+
+def cell_threads(workers: int) -> int:
+    """CPU threads for each of ``workers`` cells side by side: ``OMP_NUM_THREADS`` if set, else every core,
+    shared between them."""
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    total = int(budget) if budget.isdigit() and int(budget) > 0 else os.cpu_count() or 1
+    return max(1, total // workers)
 
 
 def stop_with_parent(parent: int, poll_s: float = 1.0) -> None:
@@ -77,9 +88,12 @@ def stop_with_parent(parent: int, poll_s: float = 1.0) -> None:
 
 @contextmanager
 def _cell_process(command: list[str], env: dict):
-    """A cell subprocess, tracked while it runs and terminated if its caller stops waiting for it."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    """A cell subprocess, tracked while it runs and terminated if its caller stops waiting for it; none
+    starts once the sweep is stopping."""
     with _live_lock:
+        if _stopping.is_set():
+            raise KeyboardInterrupt("the sweep is stopping")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         _live.add(process)
     try:
         yield process
@@ -126,11 +140,16 @@ def _report(bar, cfg: TrainConfig, record: dict, shown) -> None:
 
 def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, **cell_options) -> None:
     """Run the cells in ``workers`` threads; an interrupt (or error) in the runner stops the running cells
-    and records none of them."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    and records none of them; so does a cell stopped on its own (Ctrl-C reaches the cells too)."""
+    threads = cell_threads(workers)
+    _stopping.clear()
     with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
         def one(cfg: TrainConfig) -> None:
-            record = run_cell(cfg, out_dir / "runs" / run_id(cfg), threads, **cell_options)
+            try:
+                record = run_cell(cfg, out_dir / "runs" / run_id(cfg), threads, **cell_options)
+            except KeyboardInterrupt:
+                stop_cells()  # before this worker takes the next cell
+                raise
             append_record(out_dir, record)
             _report(bar, cfg, record, shown)
 
