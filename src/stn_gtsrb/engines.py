@@ -6,8 +6,8 @@ the sweep goes on; stopping the local runner (Ctrl-C, SIGTERM) stops its
 running cells and records none of them, and a cell whose runner dies
 (``kill -9``, a lost Ray worker) stops itself. Engines: ``local`` (one cell
 after another, or ``workers`` side by side with the CPU threads split between
-them: ``OMP_NUM_THREADS`` if set, else every core) and ``ray`` (Ray Tune, on a local or existing cluster; imported only
-when used, as it is an optional extra). Both write the same records.
+them: ``OMP_NUM_THREADS`` if set, else every core) and ``ray`` (Ray Tune, on
+a local or existing cluster; imported only when used, as it is an optional extra). Both write the same records.
 """
 
 from __future__ import annotations
