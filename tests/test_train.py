@@ -75,10 +75,12 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(data_env, tmp_path):
     assert [r["test_acc"] for r in read_log(killed)] == [r["test_acc"] for r in read_log(tmp_path / "full")]
 
 
-def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path):
+@pytest.mark.parametrize("augmentation", [{"jitter_rot": 10.0, "jitter_scale": 0.1, "jitter_shift": 0.1},
+                                          {"jitter_blur": 1.0}], ids=["geometric", "blur"])
+def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path, augmentation):
     cfg = {**TINY, "epochs": 2, "n": 500}
     plain = train(TrainConfig(**cfg), tmp_path / "plain", echo=quiet)
-    jitter = {**cfg, "jitter_rot": 10.0, "jitter_scale": 0.1, "jitter_shift": 0.1}
+    jitter = {**cfg, **augmentation}
     full = train(TrainConfig(**jitter), tmp_path / "full", echo=quiet)
     assert read_log(tmp_path / "full")[0]["train_loss"] != read_log(tmp_path / "plain")[0]["train_loss"]
     train(TrainConfig(**{**jitter, "epochs": 1}), tmp_path / "split", echo=quiet)  # as if killed after epoch 1:
@@ -153,6 +155,7 @@ def test_learning_rate_schedules():
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--jitter-scale", "1.5"], "--jitter-scale must be below 1, got 1.5"),
     (["--jitter-rot", "-5"], "--jitter-rot must not be negative, got -5.0"),
+    (["--jitter-blur", "-1"], "--jitter-blur must not be negative, got -1.0"),
     (["--dropout", "1"], "--dropout must be below 1, got 1.0"),
     (["--label-smoothing", "-0.1"], "--label-smoothing must not be negative, got -0.1"),
     (["-n", "50000"], f"-n 50000 is larger than the training split ({TRAIN_COUNT} images)"),

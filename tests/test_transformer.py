@@ -14,7 +14,6 @@ from stn_gtsrb.transformer import (
     SpatialTransformer,
     identity_params,
     parse_transform,
-    random_thetas,
     theta_from_params,
     warp,
 )
@@ -88,16 +87,3 @@ def test_gradients_reach_the_localisation_net():
 def test_wrong_input_shape_is_reported():
     with pytest.raises(ValueError, match=r"expected input \(B, 3, 16, 16\), got \(2, 3, 8, 8\)"):
         SpatialTransformer(3, 16, (4, 4, 4))(torch.randn(2, 3, 8, 8))
-
-
-def test_random_thetas_stay_within_the_asked_ranges_and_repeat_with_the_seed():
-    thetas = random_thetas(2000, 10, 0.1, 0.1, torch.Generator().manual_seed(3))
-    assert thetas.shape == (2000, 2, 3)
-    linear = thetas[:, :, :2]
-    scale = linear.det().sqrt()
-    angle = torch.atan2(linear[:, 1, 0], linear[:, 0, 0]) * 180 / math.pi
-    assert scale.min() >= 0.9 - 1e-6 and scale.max() <= 1.1 + 1e-6 and scale.max() - scale.min() > 0.15
-    assert angle.abs().max() <= 10 + 1e-4 and angle.abs().max() > 9
-    assert thetas[:, :, 2].abs().max() <= 0.2 + 1e-6 and thetas[:, :, 2].abs().max() > 0.18
-    assert torch.equal(thetas, random_thetas(2000, 10, 0.1, 0.1, torch.Generator().manual_seed(3)))
-    assert torch.equal(random_thetas(5, 0, 0, 0), torch.eye(2, 3).expand(5, 2, 3))

@@ -77,6 +77,8 @@ class TrainConfig:
     jitter_rot: float = _opt(0.0, "augmentation: random rotation of each training image within ± this many degrees")
     jitter_scale: float = _opt(0.0, "augmentation: random scale factor within 1 ± this")
     jitter_shift: float = _opt(0.0, "augmentation: random shift of each axis within ± this fraction of the side")
+    jitter_blur: float = _opt(0.0, "augmentation: Gaussian blur of each training image, std uniform in 0..this "
+                                   "many pixels")
     seed: int = _opt(1, "random seed (model init, batch order, subset, augmentation)")
 
     # ------------------------------------------------------------------ derived
@@ -89,10 +91,6 @@ class TrainConfig:
         chosen = [name for flag, name in ((self.rot, "rotation"), (self.sca, "scale"), (self.tra, "translation"))
                   if flag]
         return "+".join(chosen) or "affine"
-
-    @property
-    def augments(self) -> bool:
-        return bool(self.jitter_rot or self.jitter_scale or self.jitter_shift)
 
     @property
     def transformers(self) -> dict[int, str]:
@@ -125,7 +123,7 @@ class TrainConfig:
             if value <= 0:
                 raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
         for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma", "warmup", "jitter_rot", "jitter_scale",
-                     "jitter_shift", "dropout", "label_smoothing", "ema"):
+                     "jitter_shift", "jitter_blur", "dropout", "label_smoothing", "ema"):
             if getattr(self, name) < 0:
                 raise StnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         for name in ("jitter_scale", "dropout", "label_smoothing", "warmup", "ema"):

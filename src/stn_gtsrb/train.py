@@ -1,9 +1,8 @@
 """The training loop: optimiser, learning-rate schedule, epochs, checkpoints, resume.
 
 The whole normalised dataset lives on the device (device_data.py). Each epoch
-draws a permutation (and, with the ``jitter_*`` options, one random similarity
-transform per image, applied to each batch on the device with the
-transformer's sampler) from a generator seeded by ``(seed, epoch)`` and takes
+draws a permutation (and, with the ``jitter_*`` options, random augmentations:
+augment.py) from a generator seeded by ``(seed, epoch)`` and takes
 batches by index, so no DataLoader or per-image Python work is in the loop,
 and a resumed run sees exactly the batches an uninterrupted one would.
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import runs
+from .augment import EpochJitter
 from .checkpoints import make_checkpoint
 from .config import TrainConfig
 from .data import Normalizer
@@ -35,7 +35,6 @@ from .errors import StnError
 from .evaluation import accuracy
 from .models import ConvNet, build_model, count_parameters
 from .runtime import Runtime, autocast_for, rng_state, set_rng_state
-from .transformer import random_thetas, warp
 
 
 @dataclass
@@ -117,8 +116,8 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
     """
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(labels), generator=generator).to(images.device)
-    jitter = (random_thetas(len(labels), cfg.jitter_rot, cfg.jitter_scale, cfg.jitter_shift, generator)
-              .to(images.device) if cfg.augments else None)
+    jitter = EpochJitter.draw(len(labels), cfg.jitter_rot, cfg.jitter_scale, cfg.jitter_shift, cfg.jitter_blur,
+                              generator, images.device)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     losses = torch.zeros(steps_per_epoch, device=images.device)  # per step, weighted by the batch size
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
@@ -133,9 +132,7 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
         index = order[start:start + cfg.batch_size]
-        x, y = images[index], labels[index]
-        if jitter is not None:
-            x = warp(x, jitter[start:start + cfg.batch_size])
+        x, y = jitter.apply(images[index], slice(start, start + cfg.batch_size)), labels[index]
         with autocast_for(images.device, precision):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)

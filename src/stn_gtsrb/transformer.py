@@ -102,20 +102,6 @@ def warp(x: torch.Tensor, theta: torch.Tensor, portable: bool = False, padding: 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=ALIGN_CORNERS)
 
 
-def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` random similarity thetas ``(n, 2, 3)`` for data augmentation.
-
-    Angle uniform in ``±rotation_deg`` degrees, scale factor uniform in
-    ``[1 - scale, 1 + scale]``, shift of each axis uniform in ``±shift`` of the
-    image side (``2·shift`` in normalised coordinates). All zero: identities.
-    """
-    u = torch.rand(n, 4, generator=generator) * 2 - 1  # uniform in [-1, 1)
-    params = torch.stack([u[:, 0] * rotation_deg * torch.pi / 180, 1 + u[:, 1] * scale,
-                          u[:, 2] * 2 * shift, u[:, 3] * 2 * shift], dim=1)
-    return theta_from_params(params, FAMILIES)
-
-
 def _pool_if_possible(side: int) -> nn.Module:
     """Max-pool 2 where the map is at least 2 pixels wide (tiny feature maps stay 1×1)."""
     return nn.MaxPool2d(2) if side >= 2 else nn.Identity()

@@ -1,0 +1,87 @@
+"""Training augmentation on the device: one random draw per image and epoch, applied batch by batch.
+
+Geometric: a random similarity transform per image (:func:`random_thetas`), applied with the
+transformer's bilinear sampler. Photometric: a Gaussian blur of random width per image
+(:func:`gaussian_blur`). There is no brightness or contrast jitter: the inputs' local contrast
+normalisation (data.py) divides such changes out before the network sees them. No flips either:
+traffic signs are not mirror-symmetric.
+
+Both act on the normalised images the trainer keeps on the device (device_data.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .transformer import FAMILIES, theta_from_params, warp
+
+
+def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` random similarity thetas ``(n, 2, 3)`` (transformer.py's layout).
+
+    Angle uniform in ``±rotation_deg`` degrees, scale factor uniform in
+    ``[1 - scale, 1 + scale]``, shift of each axis uniform in ``±shift`` of the
+    image side (``2·shift`` in normalised coordinates). All zero: identities.
+    """
+    u = torch.rand(n, 4, generator=generator) * 2 - 1  # uniform in [-1, 1)
+    params = torch.stack([u[:, 0] * rotation_deg * torch.pi / 180, 1 + u[:, 1] * scale,
+                          u[:, 2] * 2 * shift, u[:, 3] * 2 * shift], dim=1)
+    return theta_from_params(params, FAMILIES)
+
+
+def blur_radius(max_sigma: float) -> int:
+    """Half-width in pixels of a kernel wide enough for Gaussians up to ``max_sigma``: 3 stds."""
+    return math.ceil(3 * max_sigma)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Blur each image of ``x`` ``(B, C, H, W)`` with its own Gaussian, std ``sigma[b]`` pixels ``(B,)``.
+
+    Separable kernels of half-width ``radius`` (``blur_radius(sigma.max())``; passed in, so that no
+    step waits for the device), edges replicated; ``sigma = 0`` leaves an image unchanged. Same
+    shape and dtype out.
+    """
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(f"sigma must have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
+    if radius == 0:
+        return x
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    weights = torch.exp(-0.5 * (taps / sigma.float().clamp_min(1e-6)[:, None]) ** 2)  # (B, 2r+1)
+    weights = (weights / weights.sum(1, keepdim=True)).repeat_interleave(x.shape[1], 0).to(x.dtype)
+    b, c, h, w = x.shape
+    flat = x.reshape(1, b * c, h, w)  # one group per image channel
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), weights[:, None, None, :], groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), weights[:, None, :, None], groups=b * c)
+    return flat.reshape(b, c, h, w)
+
+
+@dataclass
+class EpochJitter:
+    """One epoch's random draws for every training image; :meth:`apply` augments a batch by its indices."""
+
+    thetas: torch.Tensor | None  # (N, 2, 3) similarity per image, or None: no geometric jitter
+    sigmas: torch.Tensor | None  # (N,) blur std in pixels per image, or None: no blur
+    radius: int = 0  # blur kernel half-width, enough for the largest possible std
+
+    @classmethod
+    def draw(cls, n: int, rotation_deg: float, scale: float, shift: float, blur: float,
+             generator: torch.Generator, device: torch.device | str) -> "EpochJitter":
+        """Thetas (if any geometric range is non-zero), then blur stds uniform in ``[0, blur]`` (if
+        ``blur > 0``), from ``generator`` in that order."""
+        thetas = random_thetas(n, rotation_deg, scale, shift, generator) if rotation_deg or scale or shift else None
+        sigmas = torch.rand(n, generator=generator) * blur if blur else None
+        return cls(thetas.to(device) if thetas is not None else None,
+                   sigmas.to(device) if sigmas is not None else None, blur_radius(blur))
+
+    def apply(self, x: torch.Tensor, index: slice) -> torch.Tensor:
+        """The batch ``x`` ``(B, C, H, W)`` holding the images ``index`` of the epoch's draw, augmented."""
+        if self.thetas is not None:
+            x = warp(x, self.thetas[index])
+        if self.sigmas is not None:
+            x = gaussian_blur(x, self.sigmas[index], self.radius)
+        return x

@@ -1,0 +1,70 @@
+"""Training augmentation: random similarity warps and per-image Gaussian blur."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stn_gtsrb.augment import EpochJitter, blur_radius, gaussian_blur, random_thetas
+
+
+def test_random_thetas_stay_within_the_asked_ranges_and_repeat_with_the_seed():
+    thetas = random_thetas(2000, 10, 0.1, 0.1, torch.Generator().manual_seed(3))
+    assert thetas.shape == (2000, 2, 3)
+    linear = thetas[:, :, :2]
+    scale = linear.det().sqrt()
+    angle = torch.atan2(linear[:, 1, 0], linear[:, 0, 0]) * 180 / math.pi
+    assert scale.min() >= 0.9 - 1e-6 and scale.max() <= 1.1 + 1e-6 and scale.max() - scale.min() > 0.15
+    assert angle.abs().max() <= 10 + 1e-4 and angle.abs().max() > 9
+    assert thetas[:, :, 2].abs().max() <= 0.2 + 1e-6 and thetas[:, :, 2].abs().max() > 0.18
+    assert torch.equal(thetas, random_thetas(2000, 10, 0.1, 0.1, torch.Generator().manual_seed(3)))
+    assert torch.equal(random_thetas(5, 0, 0, 0), torch.eye(2, 3).expand(5, 2, 3))
+
+
+def reference_blur(image: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    """One ``(C, H, W)`` image blurred by a full 2-D Gaussian kernel, edges replicated."""
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = torch.outer(g, g) / g.sum() ** 2
+    padded = F.pad(image[None].double(), (radius,) * 4, mode="replicate")
+    channels = image.shape[0]
+    return F.conv2d(padded, kernel.expand(channels, 1, -1, -1), groups=channels)[0].float()
+
+
+def test_each_image_gets_its_own_blur_and_zero_leaves_it_unchanged():
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 12, 10)
+    sigma = torch.tensor([0.0, 0.7, 1.5])
+    out = gaussian_blur(x, sigma, blur_radius(1.5))
+    assert out.shape == x.shape
+    assert torch.allclose(out[0], x[0])
+    for b in (1, 2):
+        assert torch.allclose(out[b], reference_blur(x[b], float(sigma[b]), blur_radius(1.5)), atol=1e-5)
+    assert out[2].std() < out[1].std() < x[1].std()  # wider blur, smoother image
+
+
+def test_blur_keeps_a_constant_image_and_checks_shapes():
+    x = torch.full((2, 3, 8, 8), 0.25)
+    assert torch.allclose(gaussian_blur(x, torch.tensor([1.0, 2.0]), blur_radius(2.0)), x)
+    assert torch.equal(gaussian_blur(x, torch.zeros(2), 0), x)
+    with pytest.raises(ValueError, match=r"sigma must have shape \(2,\), got \(3,\)"):
+        gaussian_blur(x, torch.ones(3), 3)
+
+
+def test_an_epochs_draw_holds_only_the_asked_augmentations_and_repeats_with_the_seed():
+    def draw(*ranges):
+        return EpochJitter.draw(100, *ranges, generator=torch.Generator().manual_seed(5), device="cpu")
+
+    none, warp_only = draw(0, 0, 0, 0), draw(10, 0.1, 0.1, 0)
+    blur_only, both = draw(0, 0, 0, 1.2), draw(10, 0.1, 0.1, 1.2)
+    assert none.thetas is None and none.sigmas is None
+    assert warp_only.sigmas is None and blur_only.thetas is None and blur_only.radius == 4
+    assert 0 <= float(blur_only.sigmas.min()) and float(blur_only.sigmas.max()) <= 1.2
+    assert torch.equal(both.thetas, warp_only.thetas)  # adding blur leaves the warps' draws as they were
+    x = torch.randn(100, 3, 8, 8)
+    assert torch.equal(none.apply(x[:10], slice(0, 10)), x[:10])
+    assert not torch.allclose(blur_only.apply(x[10:20], slice(10, 20)), x[10:20])
+    assert torch.equal(both.apply(x[:10], slice(0, 10)), draw(10, 0.1, 0.1, 1.2).apply(x[:10], slice(0, 10)))
