@@ -67,6 +67,24 @@ def test_two_by_two_grid_runs_records_tabulates_and_reruns_nothing(data_env, tmp
     assert result.returncode == 0 and (tmp_path / "out" / "results.md").read_text().splitlines() == table
 
 
+def test_every_cell_trains_the_config_its_grid_gives_flags_named_no_included(data_env, tmp_path):
+    grid = write_grid(tmp_path, """
+[base]
+net = "idsia"
+cnn = "4,4,4,8"
+n = 100
+epochs = 1
+no_cnorm = true
+[grid]
+no_lnorm = [false, true]
+""")
+    records = bench.bench(grid, tmp_path / "out", echo=quiet)
+    assert {r["config"]["no_lnorm"] for r in records} == {False, True}
+    for record in records:
+        trained = json.loads((Path(record["run_dir"]) / "config.json").read_text())
+        assert trained == record["config"] and trained["no_cnorm"] is True
+
+
 def test_ray_engine_gives_the_same_records(data_env, tmp_path):
     pytest.importorskip("ray")
     import ray

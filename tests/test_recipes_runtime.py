@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from stn_gtsrb import TrainConfig, create_model, evaluate, train
+from stn_gtsrb import TrainConfig, create_model, evaluate, pretrained_path, train
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.grid import expand, load_grid
 from stn_gtsrb.recipes import list_recipes, load_recipe
@@ -25,11 +25,18 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
-def test_the_three_named_recipes_are_shipped_and_valid():
-    assert list_recipes() == ["fast", "paper", "regularised"]
+def test_the_named_recipes_are_shipped_and_valid():
+    assert list_recipes() == ["accurate", "fast", "paper", "regularised"]
     paper = load_recipe("paper")
     assert paper["net"] == "idsia" and paper["locnet"] == "200,300,200" and paper["locnet3"] == "150,150,150"
     assert TrainConfig.from_dict(load_recipe("regularised")).dropout == 0.5
+
+
+def test_the_accurate_recipe_is_the_shipped_models():
+    shipped = json.loads(pretrained_path().with_suffix(".json").read_text())["config"]
+    recipe = TrainConfig.from_dict(load_recipe("accurate")).to_dict()
+    assert {key: value for key, value in recipe.items() if key not in ("seed", "n")} == \
+        {key: value for key, value in shipped.items() if key not in ("seed", "n")}
 
 
 def test_command_line_options_override_the_recipe_and_config_json_records_the_result(data_env, tmp_path):
@@ -41,7 +48,7 @@ def test_command_line_options_override_the_recipe_and_config_json_records_the_re
 
 
 @pytest.mark.parametrize("recipe,message", [
-    ("papr", "unknown recipe 'papr'; valid: fast, paper, regularised, or a path to a .toml file"),
+    ("papr", "unknown recipe 'papr'; valid: accurate, fast, paper, regularised, or a path to a .toml file"),
     ("{tmp}/bad.toml", "recipe {tmp}/bad.toml: unknown option(s) epoch; valid: image_size, "),
     ("{tmp}/typed.toml", "recipe {tmp}/typed.toml: option epochs must be int, got 'ten'"),
 ])

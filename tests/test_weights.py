@@ -91,11 +91,11 @@ def test_create_model_pretrained_loads_the_shipped_file(data_env, tmp_path, monk
 
 # ---------------------------------------------------------------- the shipped model itself
 
-def test_shipped_model_is_the_two_transformer_net_and_small():
+def test_shipped_model_is_the_batchnorm_net_with_a_transformer_before_conv2_and_small():
     path = checkpoints.pretrained_path()
     assert path.stat().st_size <= 25e6
     model, cfg, _ = load_pretrained()
-    assert cfg.net == "idsia" and cfg.image_size == 32 and set(cfg.transformers) == {1, 3}
+    assert cfg.net == "idsia" and cfg.image_size == 32 and cfg.batchnorm and set(cfg.transformers) == {2}
     assert not model.training and model(torch.zeros(2, 3, 32, 32)).shape == (2, 43)
 
 

@@ -4,7 +4,7 @@ Python API::
 
     from stn_gtsrb import GTSRB, load_split, create_model, TrainConfig, train
 
-    model, cfg, normalizer = load_pretrained()   # the shipped two-transformer net
+    model, cfg, normalizer = load_pretrained()   # the shipped net (a transformer before conv2)
     logits = model(normalizer(images_uint8))     # (N, 3, 32, 32) -> (N, 43)
 """
 

@@ -22,8 +22,8 @@ config, the epoch and the metrics as JSON. :func:`read_weights` returns the
 shape of a checkpoint (without optimiser state, parameters back in float32),
 so everything that takes a checkpoint takes a weights file.
 
-The package ships one weights file, the two-transformer IDSIA-like net
-(``PRETRAINED``), which ``create_model("idsia", pretrained=True)``,
+The package ships one weights file, the IDSIA-shaped BatchNorm net with a
+transformer before conv2 (``PRETRAINED``), which ``create_model("idsia", pretrained=True)``,
 :func:`load_pretrained` and the CLI's ``--pretrained`` load.
 """
 
@@ -47,7 +47,7 @@ CHECKPOINT_FORMAT = 1
 WEIGHTS_FORMAT = "1"
 SUFFIX = ".safetensors"
 LAST, BEST = "last.pt", "best.pt"  # checkpoint file names in a run directory
-PRETRAINED = {"idsia": "idsia-2st-32px"}  # network name -> file stem under stn_gtsrb/pretrained/
+PRETRAINED = {"idsia": "idsia-bn-st2-32px"}  # network name -> file stem under stn_gtsrb/pretrained/
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 

@@ -38,6 +38,21 @@ def _add_runtime_options(parser: argparse.ArgumentParser, precision_default: str
                              f"fast (default: {precision_default or 'the one the model was trained in'})")
 
 
+class Switch(argparse.Action):
+    """A TrainConfig bool as two flags: ``--x`` sets it, ``--no-x`` clears it.
+
+    argparse's BooleanOptionalAction takes *every* flag that starts with ``--no-``
+    as False, which would make ``--no-cnorm`` (the field ``no_cnorm``) clear the option it names.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs):
+        self.setting = option_strings[-1]
+        super().__init__([*option_strings, "--no-" + self.setting[2:]], dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, option_string == self.setting)
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field: bools become --x/--no-x flags, the rest typed values.
 
@@ -52,8 +67,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         flags = SHORT_FLAGS.get(f.name, ()) + ("--" + f.name.replace("_", "-"),)
         help_text = f"{f.metadata['help']} (default: {f.default!r})"
         if isinstance(f.default, bool):
-            group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=help_text)
+            group.add_argument(*flags, action=Switch, default=argparse.SUPPRESS, help=help_text)
         else:
             group.add_argument(*flags, type=type(f.default), default=argparse.SUPPRESS, metavar=f.name.upper(),
                                help=help_text)

@@ -37,14 +37,14 @@ from .runs import RESULT_FILE
 
 
 def config_args(cfg: TrainConfig) -> list[str]:
-    """The ``stn-gtsrb train`` options that reproduce ``cfg``."""
+    """The ``stn-gtsrb train`` options that reproduce ``cfg``, every field given (bools as ``--x`` / ``--no-x``)."""
     args = []
     for f in dataclasses.fields(cfg):
-        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        value, name = getattr(cfg, f.name), f.name.replace("_", "-")
         if isinstance(value, bool):
-            args += [flag] if value else []
+            args.append(f"--{name}" if value else f"--no-{name}")
         else:
-            args += [flag, str(value)]
+            args += [f"--{name}", str(value)]
     return args
 
 
