@@ -52,6 +52,9 @@ class Switch(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         setattr(namespace, self.dest, option_string == self.setting)
 
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field: bools become --x/--no-x flags, the rest typed values.
