@@ -43,7 +43,7 @@ KERNELS = {"uniform9": torch.ones(9, 9, dtype=torch.float64),
 
 
 @pytest.mark.parametrize("name", list(KERNELS))
-@pytest.mark.parametrize("size", [32, 15, 6, 4])
+@pytest.mark.parametrize("size", [32, 15, 6, 4, 2, 1])
 @pytest.mark.parametrize("channels", [1, 3, 7])
 def test_equals_torch7_on_every_size_and_channel_count(name, size, channels):
     x = torch.randn(2, channels, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
