@@ -10,7 +10,8 @@ local mean is the kernel-weighted mean over the window and over channels, and
 the same mean/std map is applied to every channel. Because the kernel is the
 same for every channel, this equals a single-channel convolution of the
 channel mean, which is what is computed here (C times cheaper than a C-channel
-convolution). Borders use zero padding corrected by the kernel mass inside
+convolution); for the uniform 9×9 kernel that convolution is a window mean,
+computed as ``avg_pool2d`` (the same sums, cheaper). Borders use zero padding corrected by the kernel mass inside
 the image (``coef``) exactly as Torch7 does, square root first (see
 :func:`contrastive_normalize`).
 """
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 KERNELS = ("uniform9", "gaussian7")
-BOX_KERNELS = ("uniform9",)  # uniform weights: computed as a window mean (avg_pool2d)
+BOX_KERNELS = ("uniform9",)  # uniform weights: E[t] is a window mean (avg_pool2d)
 STD_FLOOR = 1e-4  # Torch7's divisive-normalisation threshold
 
 
@@ -72,7 +73,7 @@ def contrastive_normalize(x: torch.Tensor, kernel: torch.Tensor | str, legacy: b
     else:
         weight, coef = _constants(kernel, x.shape[-2], x.shape[-1], x.device, x.dtype)
     k = weight.shape[-1]
-    box = isinstance(kernel, str) and kernel in BOX_KERNELS  # uniform weights: a box filter
+    box = isinstance(kernel, str) and kernel in BOX_KERNELS
 
     def estimate(t: torch.Tensor) -> torch.Tensor:  # E[t]: the same kernel on every channel, summed
         mean = t.mean(1, keepdim=True)
