@@ -7,6 +7,7 @@ import torch
 
 from stn_gtsrb import create_model, list_models
 from stn_gtsrb.errors import StnError
+from stn_gtsrb.normalization import _named_constants
 
 TINY = {"lecun": "4,6,8", "idsia": "4,6,8,10"}
 DEPTH = {"lecun": 2, "idsia": 3}
@@ -35,6 +36,26 @@ def test_forward_backward_with_a_transformer(name, position, transform, multisca
     head = model.transformers[str(position)].loc.head
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("transform", ["affine", "rotation+scale+translation"])
+def test_a_step_builds_no_tensor_from_python_data(name, transform, monkeypatch):
+    """The hot loop: once the first call has filled the normalisation cache, forward and backward
+    build no tensor from Python numbers and compute no normalisation constant again."""
+    transformers = {position: "3,4,5" for position in range(1, DEPTH[name] + 1)}
+    model = create_model(name, cnn=TINY[name], transformers=transformers, transform=transform)
+    x = torch.randn(2, 3, 32, 32)
+    model(x)
+    misses = _named_constants.cache_info().misses
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor built from Python data in a training step")
+
+    monkeypatch.setattr(torch, "tensor", refuse)
+    monkeypatch.setattr(torch, "as_tensor", refuse)
+    model(x).sum().backward()
+    assert _named_constants.cache_info().misses == misses
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -13,14 +13,15 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
 from cli_helpers import CLI, quiet, run_cli
 from stn_gtsrb import TrainConfig, data, evaluate, train
 from stn_gtsrb.checkpoints import BEST, LAST, load_checkpoint
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.fileio import save_torch
+from stn_gtsrb.fileio import save_torch, write_text
 from stn_gtsrb.grid import expand, load_grid
-from stn_gtsrb.results import TEST_RANKED, format_table
+from stn_gtsrb.results import TEST_RANKED, append_record, format_table
 from stn_gtsrb.runs import read_log
 from stn_gtsrb.train import build_optimizer
 from synthetic_gtsrb import CLASSES, FRAMES, TRACKS
@@ -48,6 +49,33 @@ def test_with_val_best_is_chosen_on_validation_and_used_only_when_asked(data_env
     result = run_cli("eval", str(tmp_path / "run"), "--best", "--json", "--split", "val")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["accuracy"] == log[best_epoch - 1]["val_acc"]
+
+
+@pytest.fixture(scope="module")
+def run_without_val(tmp_path_factory, prepared, shared_dir):
+    run = tmp_path_factory.mktemp("no-val") / "run"
+    train(TrainConfig(**TINY), run, data_dir=prepared, source=str(shared_dir), echo=quiet)
+    return run
+
+
+BEST_COMMANDS = {  # every command that takes a run, with the rest of a valid command line
+    "eval": ["eval", "{run}"],
+    "plot": ["plot", "{run}", "-o", "{tmp}/p.png"],
+    "animate": ["animate", "{run}", "--class", "0", "-o", "{tmp}/a.gif"],
+    "report": ["report", "{run}", "-o", "{tmp}/report"],
+    "predict": ["predict", "{tmp}/sign.png", "-m", "{run}"],
+    "export": ["export", "{run}", "-o", "{tmp}/m.safetensors"],
+    "export-onnx": ["export", "{run}", "-o", "{tmp}/m.onnx"],
+    "robustness": ["robustness", "{run}", "-o", "{tmp}/robustness", "--n", "20"],
+}
+
+
+@pytest.mark.parametrize("command", BEST_COMMANDS)
+def test_every_command_taking_a_run_passes_best_on(data_env, run_without_val, tmp_path, command):
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "sign.png")
+    line = [part.format(run=run_without_val, tmp=tmp_path) for part in BEST_COMMANDS[command]]
+    result = run_cli(*line, "--best")  # each command without --best: in its own test file
+    assert result.returncode == 2 and "no best.pt: only runs trained with --val" in result.stderr
 
 
 def test_a_table_ranks_on_validation_and_says_so_when_it_cannot():
@@ -151,18 +179,22 @@ def test_a_prepared_data_dir_needs_no_source_afterwards(shared_dir, tmp_path):
 # ---------------------------------------------------------------- files read back, and faults
 
 def test_a_kill_between_best_and_last_leaves_them_consistent(data_env, tmp_path, monkeypatch):
-    cfg = TrainConfig(**{**TINY, "epochs": 3, "val": True})
+    cfg = TrainConfig(**{**TINY, "val": True})  # 2 epochs: the kill comes in the last one
     uninterrupted = train(cfg, tmp_path / "whole", echo=quiet)
+    log = read_log(tmp_path / "whole")
+    assert log[1]["val_acc"] > log[0]["val_acc"]  # epoch 2 is a new best: it writes both files
     from stn_gtsrb import runs
 
     real = runs.save_checkpoint
+    written = []
 
-    def killed_at_epoch_2_last(checkpoint, path):
-        if checkpoint["epoch"] == 2 and path.name == LAST:
+    def killed_at_epoch_2s_second_write(checkpoint, path):  # whichever of the two files comes second
+        if checkpoint["epoch"] == 2 and written.count(2) == 1:
             raise KeyboardInterrupt
+        written.append(checkpoint["epoch"])
         return real(checkpoint, path)
 
-    monkeypatch.setattr(runs, "save_checkpoint", killed_at_epoch_2_last)
+    monkeypatch.setattr(runs, "save_checkpoint", killed_at_epoch_2s_second_write)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", echo=quiet)
     monkeypatch.setattr(runs, "save_checkpoint", real)
@@ -259,6 +291,19 @@ def test_an_interrupted_save_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_torch({"a": 1}, tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writes_reach_the_disk_before_the_name_points_at_them(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda *paths: (events.append("replace"), real_replace(*paths))[1])
+    write_text(tmp_path / "a.txt", "text")
+    save_torch({"a": 1}, tmp_path / "a.pt")
+    assert events == ["fsync", "replace", "fsync", "replace"]
+    events.clear()
+    append_record(tmp_path, {"id": "x"})
+    assert events == ["fsync"]
 
 
 def test_sigterm_stops_a_training_run_like_ctrl_c(data_env, tmp_path):

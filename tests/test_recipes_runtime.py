@@ -67,6 +67,19 @@ def test_a_grid_can_start_from_a_recipe(tmp_path):
                                                                       ("idsia", "150,150,150", 2, 0.02)]
 
 
+@pytest.mark.parametrize("caps,expected", [({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16"),
+                                           ({"avx512": True, "avx512_bf16": False}, "fp32"), ({}, "fp32")])
+def test_auto_precision_on_cpu_reads_torchs_capability_report(monkeypatch, caps, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize("supported,expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_cuda_reads_torchs_bf16_report(monkeypatch, supported, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
+
+
 def test_auto_precision_follows_torchs_report_and_bad_values_are_refused():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if bf16_is_fast(cpu) else "fp32")

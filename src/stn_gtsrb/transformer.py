@@ -49,17 +49,26 @@ def transform_name(families: tuple[str, ...]) -> str:
     return "+".join(families) if families else "affine"
 
 
-def identity_params(families: tuple[str, ...]) -> torch.Tensor:
-    """The parameter vector of the identity transform for a family."""
+# Each family's parameters at the identity transform; the full affine family is theta's 6 numbers.
+IDENTITY_VALUES = {"rotation": (0.0,), "scale": (1.0,), "translation": (0.0, 0.0)}
+AFFINE_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def identity_values(families: tuple[str, ...]) -> tuple[float, ...]:
+    """The parameters of the identity transform for a family, as plain numbers (``P`` of them)."""
     if not families:
-        return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-    values = {"rotation": [0.0], "scale": [1.0], "translation": [0.0, 0.0]}
-    return torch.tensor([v for f in families for v in values[f]])
+        return AFFINE_IDENTITY
+    return tuple(v for f in families for v in IDENTITY_VALUES[f])
+
+
+def identity_params(families: tuple[str, ...]) -> torch.Tensor:
+    """The parameter vector ``(P,)`` of the identity transform for a family."""
+    return torch.tensor(identity_values(families))
 
 
 def theta_from_params(params: torch.Tensor, families: tuple[str, ...]) -> torch.Tensor:
     """``(B, P)`` parameters -> ``(B, 2, 3)`` theta (see the module docstring)."""
-    n_params = len(identity_params(families))
+    n_params = len(identity_values(families))
     if params.dim() != 2 or params.shape[1] != n_params:
         raise ValueError(f"expected params of shape (B, {n_params}) for {transform_name(families)}, "
                          f"got {tuple(params.shape)}")
