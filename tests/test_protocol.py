@@ -246,6 +246,17 @@ def test_a_torn_last_log_line_is_dropped_on_resume_and_garbage_is_an_error(data_
     assert result.returncode == 2 and f"cannot read {log}: line 1 is not an epoch record" in result.stderr
 
 
+def test_resume_says_when_logged_epochs_have_no_checkpoint(data_env, tmp_path):
+    cfg = TrainConfig(**TINY)
+    train(cfg, tmp_path / "run", echo=quiet)
+    for name in (LAST, "result.json"):  # a new checkout: the log is committed, the checkpoint is not
+        (tmp_path / "run" / name).unlink()
+    said = []
+    assert train(cfg, tmp_path / "run", resume=True, echo=said.append)["epochs"] == 2
+    assert any("no checkpoint holds the last 2 logged epoch(s); training from epoch 1" in line for line in said)
+    assert [r["epoch"] for r in read_log(tmp_path / "run")] == [1, 2]
+
+
 @pytest.mark.parametrize("grid_json,records,message", [
     ("{}", None, "not a grid"),
     (None, '{"id": "a", "status": "ok", "config": {}}\n', "line 1 is not a run record"),

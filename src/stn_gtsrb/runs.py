@@ -84,11 +84,12 @@ def write_config(run_dir: Path, cfg: TrainConfig) -> None:
     write_text(run_dir / CONFIG_FILE, cfg.to_json() + "\n")
 
 
-def trim_log(run_dir: Path, first_epoch: int) -> list[dict]:
-    """Drop the log records of epochs from ``first_epoch`` on (not checkpointed); return the rest."""
-    log = [record for record in read_log(run_dir) if record["epoch"] < first_epoch]
+def trim_log(run_dir: Path, first_epoch: int) -> int:
+    """Drop the log records of epochs from ``first_epoch`` on (not checkpointed); return how many."""
+    records = read_log(run_dir)
+    log = [record for record in records if record["epoch"] < first_epoch]
     write_text(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
-    return log
+    return len(records) - len(log)
 
 
 def save_epoch(run_dir: Path, record: dict, checkpoint: dict, improved: bool) -> None:

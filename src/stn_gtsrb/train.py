@@ -188,7 +188,9 @@ def _restore(run_dir: Path, checkpoint: dict | None, model, optimizer, echo) -> 
         set_rng_state(checkpoint["rng"])
         first_epoch, step, best = checkpoint["epoch"] + 1, checkpoint["step"], checkpoint["best"]
         echo(f"resuming {run_dir} at epoch {first_epoch}")
-    runs.trim_log(run_dir, first_epoch)
+    dropped = runs.trim_log(run_dir, first_epoch)
+    if dropped:  # e.g. a run whose last.pt was lost: its logged epochs are trained again
+        echo(f"{run_dir}: no checkpoint holds the last {dropped} logged epoch(s); training from epoch {first_epoch}")
     return first_epoch, step, best
 
 
