@@ -24,11 +24,17 @@ from .grid import Grid, axis_options, describe, expand, load_grid, run_id
 from .results import GRID_FILE, RECORDS_FILE, read_records, saved_grid, write_table
 
 
-def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
+def check_directory(out_dir: Path, grid: Grid, extend: bool = False) -> dict | None:
+    """Refuse ``out_dir`` if it holds another grid's results (unless ``extend``); return its saved grid
+    (None when it has none yet). Reads only."""
     saved = saved_grid(out_dir)
     if saved is not None and not extend and saved != grid.to_dict():
         raise StnError(f"{out_dir} holds the results of another grid; use --extend to add this one to it")
-    if saved is None or extend:
+    return saved
+
+
+def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
+    if check_directory(out_dir, grid, extend) is None or extend:
         write_text(out_dir / GRID_FILE, json.dumps(grid.to_dict(), indent=2) + "\n")
 
 
