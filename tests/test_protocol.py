@@ -18,6 +18,7 @@ from PIL import Image
 from cli_helpers import CLI, quiet, run_cli
 from stn_gtsrb import TrainConfig, data, evaluate, train
 from stn_gtsrb.checkpoints import BEST, LAST, load_checkpoint
+from stn_gtsrb.engines import outcome
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.fileio import save_torch, write_text
 from stn_gtsrb.grid import expand, load_grid
@@ -87,6 +88,14 @@ def test_a_table_ranks_on_validation_and_says_so_when_it_cannot():
     assert ranked.index("| 0.2 |") < ranked.index("| 0.1 |") and TEST_RANKED not in ranked
     on_test = format_table([record("a", 99.0, None), record("b", 98.0, None)])
     assert on_test.index("| 0.1 |") < on_test.index("| 0.2 |") and on_test.rstrip().endswith(TEST_RANKED)
+
+
+
+def test_a_bench_progress_line_shows_validation_accuracy_when_there_is_a_split():
+    record = {"status": "ok", "test_acc": 99.12, "val_acc": 97.5, "seconds": 61.0}
+    assert outcome(record) == "val 97.50% in 61s" and "99.12" not in outcome(record)
+    assert outcome({**record, "val_acc": None}) == "test 99.12% in 61s"
+    assert outcome({"status": "failed", "error": "boom"}) == "FAILED: boom"
 
 
 # ---------------------------------------------------------------- the validation protocol

@@ -131,10 +131,18 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, sourc
             "parameters": result["parameters"]}
 
 
+def outcome(record: dict) -> str:
+    """A finished cell's progress-line ending: its error, or the accuracy its grid is judged on, which is
+    validation accuracy when the run held a split out (the test figure stays in the records, out of sight
+    while a choice is being made), else test accuracy."""
+    if record["status"] != "ok":
+        return f"FAILED: {record['error']}"
+    split = "val" if record.get("val_acc") is not None else "test"
+    return f"{split} {record[split + '_acc']:.2f}% in {record['seconds']:.0f}s"
+
+
 def _report(bar, cfg: TrainConfig, record: dict, shown) -> None:
-    outcome = (f"{record['test_acc']:.2f}% in {record['seconds']:.0f}s" if record["status"] == "ok"
-               else f"FAILED: {record['error']}")
-    bar.write(f"[{record['id']}] {describe(cfg.to_dict(), [*shown, 'seed'])}: {outcome}")
+    bar.write(f"[{record['id']}] {describe(cfg.to_dict(), [*shown, 'seed'])}: {outcome(record)}")
     bar.update()
 
 
