@@ -90,7 +90,6 @@ def test_a_table_ranks_on_validation_and_says_so_when_it_cannot():
     assert on_test.index("| 0.1 |") < on_test.index("| 0.2 |") and on_test.rstrip().endswith(TEST_RANKED)
 
 
-
 def test_a_bench_progress_line_shows_validation_accuracy_when_there_is_a_split():
     record = {"status": "ok", "test_acc": 99.12, "val_acc": 97.5, "seconds": 61.0}
     assert outcome(record) == "val 97.50% in 61s" and "99.12" not in outcome(record)
