@@ -285,6 +285,34 @@ def test_output_dir_of_another_grid_is_refused_unless_extended(data_env, tmp_pat
     assert bench.bench(grid, out, extend=True, echo=quiet)[0]["status"] == "ok"
 
 
+@pytest.mark.parametrize(("pinned", "accepted"), [
+    ("jitter_blur = 0.0", True),  # defaults: the same runs (how old grids stay put when a recipe gains options)
+    ('locnet3 = ""', True),
+    ("jitter_blur = 0.5", False),
+    ("label_smoothing = 0.1", False),
+])
+def test_a_grid_that_pins_a_value_keeps_its_directory_only_if_its_runs_are_the_same(tmp_path, pinned, accepted):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grid.json").write_text(json.dumps(load_grid(write_grid(tmp_path, TWO_BY_TWO)).to_dict()))
+    pinned_grid = load_grid(write_grid(tmp_path, TWO_BY_TWO.replace("[grid]", f"{pinned}\n[grid]"), "pinned.toml"))
+    if accepted:
+        assert bench.check_directory(out, pinned_grid) is not None
+    else:
+        with pytest.raises(StnError, match="holds the results of another grid"):
+            bench.check_directory(out, pinned_grid)
+
+
+def test_a_saved_grid_with_an_option_that_no_longer_exists_is_another_grid(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    saved = load_grid(write_grid(tmp_path, TWO_BY_TWO)).to_dict()
+    saved["base"]["retired_option"] = 1
+    (out / "grid.json").write_text(json.dumps(saved))
+    with pytest.raises(StnError, match="holds the results of another grid"):
+        bench.check_directory(out, load_grid(tmp_path / "grid.toml"))
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
 def test_an_unreadable_grid_json_is_a_one_line_error(tmp_path, text):
     out = tmp_path / "out"

@@ -24,11 +24,23 @@ from .grid import Grid, axis_options, describe, expand, load_grid, run_id
 from .results import GRID_FILE, RECORDS_FILE, read_records, saved_grid, write_table
 
 
+def same_runs(saved: dict, grid: Grid) -> bool:
+    """Whether a saved grid names exactly the runs of ``grid``. A grid file that pins an option at the value
+    it already had (its default, or what the recipe gave it) changes the dict, not the runs."""
+    if saved == grid.to_dict():
+        return True
+    try:
+        before = {run_id(cfg) for cfg in expand(Grid(**saved))}
+    except StnError:  # saved by a version whose options no longer load
+        return False
+    return before == {run_id(cfg) for cfg in expand(grid)}
+
+
 def check_directory(out_dir: Path, grid: Grid, extend: bool = False) -> dict | None:
     """Refuse ``out_dir`` if it holds another grid's results (unless ``extend``); return its saved grid
     (None when it has none yet). Reads only."""
     saved = saved_grid(out_dir)
-    if saved is not None and not extend and saved != grid.to_dict():
+    if saved is not None and not extend and not same_runs(saved, grid):
         raise StnError(f"{out_dir} holds the results of another grid; use --extend to add this one to it")
     return saved
 
