@@ -43,28 +43,40 @@ def quiet(_: str) -> None:
     pass
 
 
-def test_two_by_two_grid_runs_records_tabulates_and_reruns_nothing(data_env, tmp_path):
-    grid = write_grid(tmp_path, TWO_BY_TWO)
-    records = bench.bench(grid, tmp_path / "out", workers=2, echo=quiet)
+@pytest.fixture(scope="module")
+def two_by_two(tmp_path_factory, prepared, shared_dir):
+    """The 2×2 grid run once by the local engine, 2 workers (1 thread per cell, like Ray's trials):
+    its grid file, output directory and records."""
+    root = tmp_path_factory.mktemp("two-by-two")
+    grid = write_grid(root, TWO_BY_TWO)
+    with pytest.MonkeyPatch.context() as env:  # as data_env, for the whole module
+        env.setenv("STN_GTSRB_DATA", str(prepared))
+        env.setenv("STN_GTSRB_SOURCE", str(shared_dir))
+        records = bench.bench(grid, root / "out", workers=2, echo=quiet)
+    return grid, root / "out", records
+
+
+def test_two_by_two_grid_runs_records_tabulates_and_reruns_nothing(data_env, two_by_two):
+    grid, out, records = two_by_two
     assert len(records) == 4 and all(r["status"] == "ok" for r in records)
     assert {(r["config"]["cnn"], r["config"]["locnet2"]) for r in records} == {
         ("2,4,8", ""), ("2,4,8", "2,2,2"), ("4,8,16", ""), ("4,8,16", "2,2,2")}
     assert all({"test_acc", "val_acc", "epochs", "seconds", "parameters", "seed"} <= set(r) for r in records)
-    table = (tmp_path / "out" / "results.md").read_text().splitlines()
+    table = (out / "results.md").read_text().splitlines()
     assert table[0] == "| cnn | locnet2 | test acc (%) | val acc (%) | epochs | time (s) | parameters | runs |"
     assert len(table) == 2 + 4 + 2 and table[-1] == results.TEST_RANKED  # no validation split: ranked on test
     accuracies = [float(line.split("|")[3]) for line in table[2:6]]
     assert accuracies == sorted(accuracies, reverse=True)
 
-    before = (tmp_path / "out" / "results.jsonl").read_text()
+    before = (out / "results.jsonl").read_text()
     started = time.time()
-    bench.bench(grid, tmp_path / "out", echo=quiet)
-    assert (tmp_path / "out" / "results.jsonl").read_text() == before  # nothing new
+    bench.bench(grid, out, echo=quiet)
+    assert (out / "results.jsonl").read_text() == before  # nothing new
     assert time.time() - started < 5
 
-    (tmp_path / "out" / "results.md").unlink()
-    result = subprocess.run([*CLI, "table", str(tmp_path / "out")], capture_output=True, text=True)
-    assert result.returncode == 0 and (tmp_path / "out" / "results.md").read_text().splitlines() == table
+    (out / "results.md").unlink()
+    result = subprocess.run([*CLI, "table", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0 and (out / "results.md").read_text().splitlines() == table
 
 
 def test_every_cell_trains_the_config_its_grid_gives_flags_named_no_included(data_env, tmp_path):
@@ -85,12 +97,11 @@ no_lnorm = [false, true]
         assert trained == record["config"] and trained["no_cnorm"] is True
 
 
-def test_ray_engine_gives_the_same_records(data_env, tmp_path):
+def test_ray_engine_gives_the_same_records(data_env, two_by_two, tmp_path):
     pytest.importorskip("ray")
     import ray
 
-    grid = write_grid(tmp_path, TWO_BY_TWO)
-    local = bench.bench(grid, tmp_path / "local", workers=2, echo=quiet)  # 1 thread per cell, like the trials
+    grid, _, local = two_by_two
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = bench.bench(grid, tmp_path / "ray", engine="ray", cpus_per_trial=1, echo=quiet)
