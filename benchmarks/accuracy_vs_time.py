@@ -2,8 +2,8 @@
 
     python benchmarks/accuracy_vs_time.py -o docs/accuracy-vs-time.png \\
         fast=benchmarks/results/fast-recipe-st-box/runs/561b1a0b94f9 \\
-        accurate=benchmarks/results/bn48-32px-full-wide-blur/runs/dd75e7c0c12c \\
-        accurate-no-blur=benchmarks/results/bn48-32px-full-wide/runs/94eaefb8cc12 \\
+        accurate=benchmarks/results/bn48-32px-full-wider/runs/d6fa613c1e8e \\
+        accurate-64=benchmarks/results/bn48-32px-full-wide-blur/runs/dd75e7c0c12c \\
         accurate-48=benchmarks/results/bn48-32px-full/runs/58b0a500bf24 \\
         regularised=benchmarks/results/idsia-32px-regularised/runs/96ef501f4169 \\
         paper=benchmarks/results/idsia-32px-original/runs/97fc12238373
