@@ -49,10 +49,7 @@ def two_by_two(tmp_path_factory, prepared, shared_dir):
     its grid file, output directory and records."""
     root = tmp_path_factory.mktemp("two-by-two")
     grid = write_grid(root, TWO_BY_TWO)
-    with pytest.MonkeyPatch.context() as env:  # as data_env, for the whole module
-        env.setenv("STN_GTSRB_DATA", str(prepared))
-        env.setenv("STN_GTSRB_SOURCE", str(shared_dir))
-        records = bench.bench(grid, root / "out", workers=2, echo=quiet)
+    records = bench.bench(grid, root / "out", workers=2, data_dir=prepared, source=str(shared_dir), echo=quiet)
     return grid, root / "out", records
 
 
