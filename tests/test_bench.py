@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import run_cli
 from stn_gtsrb import TrainConfig, bench, engines, results
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.grid import axis_options, describe, expand, load_grid, run_id
@@ -72,7 +73,7 @@ def test_two_by_two_grid_runs_records_tabulates_and_reruns_nothing(data_env, two
     assert time.time() - started < 5
 
     (out / "results.md").unlink()
-    result = subprocess.run([*CLI, "table", str(out)], capture_output=True, text=True)
+    result = run_cli("bench", "table", str(out))
     assert result.returncode == 0 and (out / "results.md").read_text().splitlines() == table
 
 
@@ -149,7 +150,7 @@ def test_kill_mid_sweep_then_rerun_finishes_without_duplicates(data_env, tmp_pat
     process.wait()
     killed_at = len(results.read_records(out))
     assert 1 <= killed_at < 4
-    result = subprocess.run([*CLI, str(grid), "-o", str(out)], capture_output=True, text=True)
+    result = run_cli("bench", str(grid), "-o", str(out))
     assert result.returncode == 0, result.stderr
     ids = [r["id"] for r in results.read_records(out)]
     assert len(ids) == 4 and len(set(ids)) == 4
@@ -286,7 +287,7 @@ def test_output_dir_of_another_grid_is_refused_unless_extended(data_env, tmp_pat
     out.mkdir()
     (out / "grid.json").write_text(json.dumps({"base": {}, "axes": {"lr": [0.5]}, "repeats": 1}))
     grid = write_grid(tmp_path, GRID.format(extra="").replace('cnn = ["2,4,8", "4,8,16"]', 'cnn = ["2,4,8"]'))
-    result = subprocess.run([*CLI, str(grid), "-o", str(out)], capture_output=True, text=True)
+    result = run_cli("bench", str(grid), "-o", str(out))
     assert result.returncode == 2
     assert result.stderr == (f"stn-gtsrb: error: {out} holds the results of another grid; "
                              "use --extend to add this one to it\n")
@@ -329,7 +330,7 @@ def test_an_unreadable_grid_json_is_a_one_line_error(tmp_path, text):
     (out / "results.jsonl").write_text("")
     grid = write_grid(tmp_path, TWO_BY_TWO)
     for args in ([str(grid), "-o", str(out)], ["table", str(out)]):
-        result = subprocess.run([*CLI, *args], capture_output=True, text=True)
+        result = run_cli("bench", *args)
         assert result.returncode == 2
         assert result.stderr.startswith(f"stn-gtsrb: error: cannot read {out / 'grid.json'}: ")
         assert result.stderr.count("\n") == 1

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import torch
 
+from cli_helpers import run_process as run
 from stn_gtsrb import data
-
-CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_data_prepare_info_verify(real_dir, tmp_path):

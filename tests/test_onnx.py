@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 
 import onnx
@@ -12,16 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import run_cli
 from stn_gtsrb import data, load_pretrained
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.onnx_export import OnnxClassifier, export_onnx
 from stn_gtsrb.predict import torch_scorer
-
-CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
 def agree(model, cfg, normalizer, images: torch.Tensor, path) -> None:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 from PIL import Image
 
+from cli_helpers import run_cli
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.classes import CLASS_NAMES
 from stn_gtsrb.evaluation import predict
 
-CLI = [sys.executable, "-m", "stn_gtsrb.cli", "predict"]
-
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+    return run_cli("predict", *args)
 
 
 def test_predict_matches_the_trained_pipeline_on_files_of_any_format(tiny_runs, official, tmp_path):

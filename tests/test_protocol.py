@@ -174,13 +174,14 @@ def test_divergence_after_a_good_epoch_keeps_that_epoch(data_env, tmp_path, monk
 
 # ---------------------------------------------------------------- a data directory remembers its source
 
-def test_a_prepared_data_dir_needs_no_source_afterwards(shared_dir, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("STN_GTSRB_SOURCE", "STN_GTSRB_DATA")}
+def test_a_prepared_data_dir_needs_no_source_afterwards(shared_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("STN_GTSRB_SOURCE", raising=False)
+    monkeypatch.delenv("STN_GTSRB_DATA", raising=False)
     data_dir = str(tmp_path / "d")
-    assert run_cli("data", "prepare", "--source", str(shared_dir), "--data-dir", data_dir, env=env).returncode == 0
+    assert run_cli("data", "prepare", "--source", str(shared_dir), "--data-dir", data_dir).returncode == 0
     for command in (["data", "info"], ["data", "verify"],
                     ["train", "-o", str(tmp_path / "run"), "-n", "100", "-e", "1", "--cnn", "2,2,4"]):
-        result = run_cli(*command, "--data-dir", data_dir, env=env)
+        result = run_cli(*command, "--data-dir", data_dir)
         assert result.returncode == 0, (command, result.stderr)
 
 

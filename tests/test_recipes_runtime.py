@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from cli_helpers import run_cli
 from stn_gtsrb import TrainConfig, create_model, evaluate, pretrained_path, train
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.grid import expand, load_grid
@@ -17,12 +16,8 @@ from stn_gtsrb.runs import read_log
 from stn_gtsrb.runtime import Runtime, bf16_is_fast, resolve_precision
 from stn_gtsrb.train import learning_rate
 
-CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
 SMALL = ["-n", "100", "-e", "1", "--cnn", "4,4,4,8", "--locnet", "4,4,4", "--locnet3", "4,4,4"]
 
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_the_named_recipes_are_shipped_and_valid():

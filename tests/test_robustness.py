@@ -135,7 +135,8 @@ def test_the_command_writes_tables_a_plot_and_stability_on_unseen_tracks(data_en
     assert len(saved["robustness"]) == 2 * 8
     level0 = {r["model"]: r["accuracy"] for r in saved["robustness"]
               if r["transform"] == "rotation" and r["level"] == 0}
-    assert level0["st"] == evaluate(tiny_runs / "st", "test")["accuracy"]  # undistorted = the test accuracy
+    # undistorted = the test accuracy, both in fp32 (eval's default is the run's own precision: bf16 where fast)
+    assert level0["st"] == evaluate(tiny_runs / "st", "test", precision="fp32")["accuracy"]
     cfg = load_trained(tiny_runs / "st")[1]
     tracks = validation_tracks(load_tensors(32)["train"], cfg.val_seed, cfg.val_tracks).tolist()
     stability = saved["stability"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -181,9 +180,10 @@ def test_missing_and_incompatible_checkpoints(data_env, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_no_data_prepared_says_how(tmp_path):
-    env = {**os.environ, "STN_GTSRB_DATA": str(tmp_path / "empty"), "STN_GTSRB_SOURCE": "http://127.0.0.1:9/"}
-    result = run_cli("train", "-o", str(tmp_path / "run"), "-n", "10", env=env)
+def test_no_data_prepared_says_how(tmp_path, monkeypatch):
+    monkeypatch.setenv("STN_GTSRB_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("STN_GTSRB_SOURCE", "http://127.0.0.1:9/")
+    result = run_cli("train", "-o", str(tmp_path / "run"), "-n", "10")
     assert result.returncode == 2 and "run 'stn-gtsrb data prepare'" in result.stderr
     assert "download=True" not in result.stderr  # the CLI's hint speaks CLI
 

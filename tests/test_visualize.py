@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import run_cli
 from stn_gtsrb import TrainConfig, train
 from stn_gtsrb.classes import CLASS_NAMES
 from stn_gtsrb.report import confusion_matrix, most_confused
 from stn_gtsrb.visualize import CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, TrainingRecorder, compose, corners
 from synthetic_gtsrb import CLASSES, FRAMES, TRACKS
 
-CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
 SIZE, SCALE = 32, 4
 
 
@@ -54,10 +51,6 @@ def test_class_names():
     assert CLASS_NAMES[14] == "stop" and CLASS_NAMES[0] == "speed limit 20"
 
 
-def run(*args: str, data_env) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
-
-
 def gray(picture: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(picture.convert("L"), dtype=np.float32))
 
@@ -67,22 +60,20 @@ def panel_width(panels: int) -> int:
 
 
 def test_plot_writes_a_grid_of_the_right_size(tiny_runs, data_env, tmp_path):
-    result = run("plot", str(tiny_runs / "st"), "-o", str(tmp_path / "p.png"), "--count", "5", data_env=data_env)
+    result = run_cli("plot", str(tiny_runs / "st"), "-o", str(tmp_path / "p.png"), "--count", "5")
     assert result.returncode == 0, result.stderr
     picture = Image.open(tmp_path / "p.png")
     assert picture.size == (panel_width(3), CAPTION_HEIGHT + 5 * (CAPTION_HEIGHT + SIZE * SCALE + MARGIN))
 
 
 def test_plot_without_transformers_says_so_and_plots_inputs(tiny_runs, data_env, tmp_path):
-    result = run("plot", str(tiny_runs / "plain"), "-o", str(tmp_path / "p.png"), "--indices", "0,7",
-                 data_env=data_env)
+    result = run_cli("plot", str(tiny_runs / "plain"), "-o", str(tmp_path / "p.png"), "--indices", "0,7")
     assert result.returncode == 0 and "no spatial transformer" in result.stderr
     assert Image.open(tmp_path / "p.png").size == (panel_width(1), CAPTION_HEIGHT + 2 * (CAPTION_HEIGHT + 128 + 4))
 
 
 def test_track_animation_has_one_frame_per_image_of_the_track(tiny_runs, data_env, tmp_path):
-    result = run("animate", str(tiny_runs / "st"), "--class", "14", "-o", str(tmp_path / "t.gif"),
-                 data_env=data_env)
+    result = run_cli("animate", str(tiny_runs / "st"), "--class", "14", "-o", str(tmp_path / "t.gif"))
     assert result.returncode == 0, result.stderr
     gif = Image.open(tmp_path / "t.gif")
     assert gif.n_frames == FRAMES and gif.size == (panel_width(3), CAPTION_HEIGHT + SIZE * SCALE + MARGIN)
@@ -118,17 +109,15 @@ def test_recording_by_tenths_draws_the_start_and_each_tenth_of_epoch_1(data_env,
 
 
 def test_animate_rebuilds_the_training_gif_from_recorded_frames(tiny_runs, data_env, tmp_path):
-    result = run("animate", str(tiny_runs / "st"), "--training", "--stride", "2", "-o", str(tmp_path / "e.gif"),
-                 data_env=data_env)
+    result = run_cli("animate", str(tiny_runs / "st"), "--training", "--stride", "2", "-o", str(tmp_path / "e.gif"))
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "e.gif").n_frames == 3  # steps 0 and 8 (every 2nd frame), and the last, 10
-    missing = run("animate", str(tiny_runs / "plain"), "--training", "-o", str(tmp_path / "f.gif"),
-                  data_env=data_env)
+    missing = run_cli("animate", str(tiny_runs / "plain"), "--training", "-o", str(tmp_path / "f.gif"))
     assert missing.returncode == 2 and "has no recorded frames: train it with --record-st K" in missing.stderr
 
 
 def test_report_writes_curves_and_confusion(tiny_runs, data_env, tmp_path):
-    result = run("report", str(tiny_runs / "st"), "-o", str(tmp_path), data_env=data_env)
+    result = run_cli("report", str(tiny_runs / "st"), "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "curves.png").size == (1000, 400)
     assert Image.open(tmp_path / "confusion.png").size == (1400, 650)
@@ -147,6 +136,6 @@ def test_report_writes_curves_and_confusion(tiny_runs, data_env, tmp_path):
 def test_bad_input_is_one_line_with_exit_2(tiny_runs, data_env, tmp_path, args, message):
     (tmp_path / "file").write_text("in the way")
     fill = {"st": str(tiny_runs / "st"), "tmp": str(tmp_path)}
-    result = run(*[a.format(**fill) for a in args], data_env=data_env)
+    result = run_cli(*[a.format(**fill) for a in args])
     assert result.returncode == 2, result.stderr
     assert message.format(**fill) in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,15 +10,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from cli_helpers import run_cli
 from stn_gtsrb import TrainConfig, checkpoints, create_model, data, evaluate, export, load_pretrained, train
 from stn_gtsrb.checkpoints import load_checkpoint
 from stn_gtsrb.errors import StnError
-
-CLI = [sys.executable, "-m", "stn_gtsrb.cli"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600)
 
 
 def test_full_precision_export_evaluates_exactly_like_the_checkpoint(tiny_runs, data_env, tmp_path):

@@ -70,7 +70,7 @@ def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None
     images, labels = data.splits["test"]
     matrix = confusion_matrix(labels.cpu(), predict(model, images).cpu())
     figure, (matrix_axis, text_axis) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [3, 2]})
-    matrix_axis.imshow(torch.log1p(matrix.float()), cmap="viridis")
+    matrix_axis.imshow(torch.log1p(matrix.float()).numpy(), cmap="viridis")
     matrix_axis.set(title=f"test confusion (log scale), accuracy {100 * matrix.trace() / matrix.sum():.2f}%",
                     xlabel="predicted class", ylabel="true class")
     pairs = most_confused(matrix)
