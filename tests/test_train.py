@@ -78,7 +78,7 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(data_env, tmp_path):
                                           {"jitter_blur": 1.0}], ids=["geometric", "blur"])
 def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path, augmentation):
     cfg = {**TINY, "epochs": 2, "n": 500}
-    plain = train(TrainConfig(**cfg), tmp_path / "plain", echo=quiet)
+    train(TrainConfig(**cfg), tmp_path / "plain", echo=quiet)
     jitter = {**cfg, **augmentation}
     full = train(TrainConfig(**jitter), tmp_path / "full", echo=quiet)
     assert read_log(tmp_path / "full")[0]["train_loss"] != read_log(tmp_path / "plain")[0]["train_loss"]
@@ -87,7 +87,8 @@ def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path, aug
     config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": 2}))
     (tmp_path / "split" / "result.json").unlink()
     resumed = train(TrainConfig(**jitter), tmp_path / "split", resume=True, echo=quiet)
-    assert resumed["test_acc"] == full["test_acc"] != plain["test_acc"]
+    assert resumed["test_acc"] == full["test_acc"]  # not compared with plain's: 258 test images can tie
+    assert read_log(tmp_path / "split")[-1]["train_loss"] == read_log(tmp_path / "full")[-1]["train_loss"]
 
 
 def test_label_smoothing_and_dropout_reach_the_training_loss(data_env, tmp_path):
