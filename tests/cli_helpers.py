@@ -38,6 +38,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["stn-gtsrb", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
-def run_process(*args: str, env=None) -> subprocess.CompletedProcess:
-    """``python -m stn_gtsrb.cli ARGS`` in a subprocess (with ``env``, if given, as its whole environment)."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=600)
+def run_process(*args: str) -> subprocess.CompletedProcess:
+    """``python -m stn_gtsrb.cli ARGS`` in a subprocess of its own."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600)
