@@ -2,8 +2,8 @@
 
 Most tests call :func:`run_cli`: ``cli.main`` in this process, with the command's parser, handlers, exit
 codes and one-line errors, but without starting Python and importing torch again (about 1.5 s a call,
-which over the suite's hundred-odd calls was minutes of CI). Tests of the process itself (what a shell
-sees, signals, another environment) use :func:`run_process`; ``test_cli.py`` runs the command end to end.
+which over the suite's hundred-odd calls was minutes of CI). Tests of the process itself start ``CLI``:
+with :func:`run_process` (``test_cli.py``, the command end to end), or with ``Popen`` to signal or kill it.
 """
 
 from __future__ import annotations
