@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run_cli
+from cli_helpers import CLI, run_cli
 from stn_gtsrb import TrainConfig, bench, engines, results
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.grid import axis_options, describe, expand, load_grid, run_id
@@ -31,7 +31,7 @@ cnn = ["2,4,8", "4,8,16"]
 {extra}
 """
 TWO_BY_TWO = GRID.format(extra='locnet2 = ["", "2,2,2"]')
-CLI = [sys.executable, "-m", "stn_gtsrb.cli", "bench"]
+BENCH = [*CLI, "bench"]
 
 
 def write_grid(tmp_path: Path, text: str, name: str = "grid.toml") -> Path:
@@ -139,7 +139,7 @@ def test_a_crashing_cell_is_recorded_and_the_others_finish(data_env, tmp_path):
 def test_kill_mid_sweep_then_rerun_finishes_without_duplicates(data_env, tmp_path):
     grid = write_grid(tmp_path, GRID.format(extra='seed = [1, 2]').replace("epochs = 1", "epochs = 2"))
     out = tmp_path / "out"
-    process = subprocess.Popen([*CLI, str(grid), "-o", str(out)], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([*BENCH, str(grid), "-o", str(out)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and len(results.read_records(out)) < 1:
@@ -183,7 +183,7 @@ def test_stopping_the_runner_stops_its_running_cells_and_records_none(data_env, 
     """SIGTERM: the runner stops its cells; SIGKILL (or a lost Ray worker): the orphaned cells stop themselves."""
     grid = write_grid(tmp_path, GRID.format(extra="").replace("epochs = 1", "epochs = 500"))
     out = tmp_path / "out"
-    process = subprocess.Popen([*CLI, str(grid), "-o", str(out), "--workers", "2"], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([*BENCH, str(grid), "-o", str(out), "--workers", "2"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 240
@@ -206,7 +206,7 @@ def test_a_stopped_cell_stops_the_sweep_before_the_next_cell_starts(data_env, tm
     """A cell stopped by a signal of its own (as Ctrl-C reaches every cell) must not let the next one start."""
     grid = write_grid(tmp_path, GRID.format(extra="seed = [1, 2, 3]").replace("epochs = 1", "epochs = 500"))
     out = tmp_path / "out"
-    process = subprocess.Popen([*CLI, str(grid), "-o", str(out)], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([*BENCH, str(grid), "-o", str(out)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 240

@@ -19,7 +19,6 @@ from stn_gtsrb.train import learning_rate
 SMALL = ["-n", "100", "-e", "1", "--cnn", "4,4,4,8", "--locnet", "4,4,4", "--locnet3", "4,4,4"]
 
 
-
 def test_the_named_recipes_are_shipped_and_valid():
     assert list_recipes() == ["accurate", "fast", "paper", "regularised"]
     paper = load_recipe("paper")
