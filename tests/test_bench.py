@@ -61,7 +61,7 @@ def test_two_by_two_grid_runs_records_tabulates_and_reruns_nothing(data_env, two
         ("2,4,8", ""), ("2,4,8", "2,2,2"), ("4,8,16", ""), ("4,8,16", "2,2,2")}
     assert all({"test_acc", "val_acc", "epochs", "seconds", "parameters", "seed"} <= set(r) for r in records)
     table = (out / "results.md").read_text().splitlines()
-    assert table[0] == "| cnn | locnet2 | test acc (%) | val acc (%) | epochs | time (s) | parameters | runs |"
+    assert table[0] == "| cnn | locnet2 | test acc (%) | epochs | time (s) | parameters | runs |"
     assert len(table) == 2 + 4 + 2 and table[-1] == results.TEST_RANKED  # no validation split: ranked on test
     accuracies = [float(line.split("|")[3]) for line in table[2:6]]
     assert accuracies == sorted(accuracies, reverse=True)

@@ -3,6 +3,7 @@ Torch7's SGD, bad values, divergence, a data directory that remembers its source
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -16,7 +17,8 @@ import torch
 from PIL import Image
 
 from cli_helpers import CLI, quiet, run_cli
-from stn_gtsrb import TrainConfig, data, evaluate, train
+from stn_gtsrb import TrainConfig, data, device_data, evaluate, train
+from stn_gtsrb.bench import bench
 from stn_gtsrb.checkpoints import BEST, LAST, load_checkpoint
 from stn_gtsrb.engines import outcome
 from stn_gtsrb.errors import StnError
@@ -27,6 +29,7 @@ from stn_gtsrb.runs import read_log
 from stn_gtsrb.train import build_optimizer
 from synthetic_gtsrb import CLASSES, FRAMES, TRACKS
 
+train_module = importlib.import_module("stn_gtsrb.train")  # the package's `train` is the function
 TINY = dict(net="lecun", cnn="4,8,16", n=400, epochs=2, optimizer="adam", lr=0.003)
 
 
@@ -84,8 +87,11 @@ def test_a_table_ranks_on_validation_and_says_so_when_it_cannot():
         return {"id": name, "status": "ok", "config": {"lr": {"a": 0.1, "b": 0.2}[name], "epochs": 1},
                 "test_acc": test, "val_acc": val, "seconds": 1.0, "parameters": 5, "epochs": 1}
 
-    ranked = format_table([record("a", 99.0, 90.0), record("b", 98.0, 95.0)])
+    ranked = format_table([record("a", 99.0, 90.0), record("b", 98.0, 95.0)])  # records of before the rule
     assert ranked.index("| 0.2 |") < ranked.index("| 0.1 |") and TEST_RANKED not in ranked
+    assert "val acc (%)" in ranked and "test" not in ranked and "99.00" not in ranked  # no test column
+    with pytest.raises(StnError, match="has no test column"):
+        format_table([record("a", 99.0, 90.0)], sort="test")
     on_test = format_table([record("a", 99.0, None), record("b", 98.0, None)])
     assert on_test.index("| 0.1 |") < on_test.index("| 0.2 |") and on_test.rstrip().endswith(TEST_RANKED)
 
@@ -95,6 +101,58 @@ def test_a_bench_progress_line_shows_validation_accuracy_when_there_is_a_split()
     assert outcome(record) == "val 97.50% in 61s" and "99.12" not in outcome(record)
     assert outcome({**record, "val_acc": None}) == "test 99.12% in 61s"
     assert outcome({"status": "failed", "error": "boom"}) == "FAILED: boom"
+
+
+# ---------------------------------------------------------------- the test set is blind by construction
+
+def test_a_run_with_val_never_scores_the_test_set(data_env, tmp_path, monkeypatch):
+    loaded = []
+    real = device_data.load_device_data
+    monkeypatch.setattr(train_module, "load_device_data", lambda *a, **k: loaded.append(k["splits"]) or real(*a, **k))
+    lines = []
+    result = train(TrainConfig(**{**TINY, "val": True}), tmp_path / "run", echo=lines.append)
+    assert loaded == [("train", "val")]  # the test images are not even loaded
+    assert all("test_acc" not in r and "val_acc" in r for r in read_log(tmp_path / "run"))
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert "test_acc" not in saved and "test_acc" not in result and saved["val_acc"] == result["val_acc"]
+    assert "test_acc" not in torch.load(tmp_path / "run" / LAST, weights_only=True)["metrics"]
+    assert not any(re.search(r"\btest\b", line) for line in lines)
+    printed = run_cli("train", "-o", str(tmp_path / "cli"), "--val", "-n", "400", "--net", "lecun", "--cnn", "4,8,16",
+                      "-e", "1", "--optimizer", "adam", "--lr", "0.003", "--script")
+    assert printed.returncode == 0, printed.stderr
+    assert not re.search(r"\btest\b", printed.stdout) and "final validation accuracy" in printed.stdout
+    assert float(printed.stdout.splitlines()[-1]) == pytest.approx(read_log(tmp_path / "cli")[-1]["val_acc"], abs=1e-4)
+    scored = run_cli("eval", str(tmp_path / "run"), "--json")  # on test when asked, deliberately
+    assert scored.returncode == 0 and json.loads(scored.stdout)["split"] == "test"
+
+
+def test_a_run_without_val_scores_the_test_set_after_its_final_epoch_or_each_with_test_curve(data_env, tmp_path):
+    cfg = {**TINY, "epochs": 3}
+    train(TrainConfig(**cfg), tmp_path / "final", echo=quiet)
+    assert ["test_acc" in r for r in read_log(tmp_path / "final")] == [False, False, True]
+    curve = TrainConfig(**cfg, test_curve=True)
+    train(curve, tmp_path / "curve", echo=quiet)
+    assert ["test_acc" in r for r in read_log(tmp_path / "curve")] == [True, True, True]
+    assert json.loads((tmp_path / "curve" / "config.json").read_text())["test_curve"] is True
+    assert read_log(tmp_path / "curve")[-1]["test_acc"] == read_log(tmp_path / "final")[-1]["test_acc"]
+
+
+def test_a_val_grid_records_and_tabulates_no_test_figure(data_env, tmp_path):
+    (tmp_path / "grid.toml").write_text('[base]\nnet = "lecun"\ncnn = "4,8,16"\nn = 400\nepochs = 1\nval = true\n'
+                                        'optimizer = "adam"\nlr = 0.003\n[grid]\nseed = [1, 2]\n')
+    lines = []
+    records = bench(tmp_path / "grid.toml", tmp_path / "out", echo=lines.append)
+    assert len(records) == 2 and all(r["status"] == "ok" and "test_acc" not in r for r in records)
+    assert all(r["val_acc"] == read_log(r["run_dir"])[-1]["val_acc"] for r in records)
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert table.startswith("| val acc (%) | epochs |") and "test" not in table  # the two seeds pooled
+    assert not any(re.search(r"\btest\b", line) for line in lines)
+
+
+def test_test_curve_with_val_is_refused_in_one_line(data_env, tmp_path):
+    result = run_cli("train", "-o", str(tmp_path / "run"), "--val", "--test-curve")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--test-curve" in result.stderr
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 # ---------------------------------------------------------------- the validation protocol

@@ -107,9 +107,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                    compile=args.compile, resume=args.resume, overwrite=args.overwrite, data_dir=args.data_dir,
                    source=args.source, download=args.download, progress=None if not args.script else False,
                    callbacks=callbacks)
-    print(f"final test accuracy: {result['test_acc']:.2f}% (run in {args.output})")
+    split = "val" if cfg.val else "test"  # a run with --val never scores the test set
+    print(f"final {'validation' if cfg.val else 'test'} accuracy: {result[split + '_acc']:.2f}% (run in {args.output})")
     if args.script:
-        print(f"{result['test_acc']:.4f}")
+        print(f"{result[split + '_acc']:.4f}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true", help="discard a run already in --output")
     tr.add_argument("--eval", action="store_true", help="only evaluate the run in --output (its final model) on the "
                                                          "test split")
-    tr.add_argument("--script", action="store_true", help="print the final test accuracy (%%) alone as last line")
+    tr.add_argument("--script", action="store_true",
+                    help="no progress bars; print the final accuracy (%%) alone as last line: validation with --val, "
+                         "else test")
     tr.add_argument("--parent-pid", type=int, default=None, metavar="PID",
                     help="stop (as on SIGTERM) once process PID is no longer this one's parent; "
                          "the benchmark runner passes its own")

@@ -36,6 +36,8 @@ class TrainConfig:
     val_tracks: int = _opt(1, "with --val: tracks per class held out (the original: 1)")
     val_seed: int = _opt(1, "with --val: which tracks are held out (independent of --seed, so all seeds and "
                             "repeats are scored on the same images)")
+    test_curve: bool = _opt(False, "score the test set after every epoch, for learning-curve plots (default: after "
+                                   "the final epoch only; a run with --val never scores it)")
     no_norm: bool = _opt(False, "skip global mean/std normalisation")
     per_channel_norm: bool = _opt(False, "global normalisation per colour channel (original: one scalar)")
     no_lnorm: bool = _opt(False, "skip local contrast normalisation of the input images")
@@ -133,6 +135,9 @@ class TrainConfig:
             raise StnError("--optimizer nesterov needs --momentum > 0")
         parse_widths(self.widths, 4 if self.net == "idsia" else 3, f"--cnn for {self.net}")
         parse_transform(self.transform)
+        if self.val and self.test_curve:
+            raise StnError("--test-curve scores the test set, which a run with --val never does (the test set stays "
+                           "blind while choosing); score a finished run with `stn-gtsrb eval RUN`")
         if self.locnet3 and self.net != "idsia":
             raise StnError(f"--locnet3 needs a third conv block, which {self.net} lacks (use --net idsia)")
         for position, widths in self.transformers.items():

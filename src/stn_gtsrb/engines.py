@@ -126,15 +126,15 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, sourc
         lines = (stderr.strip() or stdout.strip() or f"exit code {process.returncode}").splitlines()
         return {**record, "status": "failed", "error": lines[-1], "seconds": time.perf_counter() - started}
     result = read_json(Path(run_dir) / RESULT_FILE, "run result")
-    return {**record, "status": "ok", "test_acc": float(stdout.strip().splitlines()[-1]),
-            "val_acc": result["val_acc"], "epochs": result["epochs"], "seconds": result["seconds"],
+    scores = {"val_acc": result["val_acc"]} if cfg.val else {"test_acc": result["test_acc"], "val_acc": None}
+    return {**record, "status": "ok", **scores, "epochs": result["epochs"], "seconds": result["seconds"],
             "parameters": result["parameters"]}
 
 
 def outcome(record: dict) -> str:
     """A finished cell's progress-line ending: its error, or the accuracy its grid is judged on, which is
-    validation accuracy when the run held a split out (the test figure stays in the records, out of sight
-    while a choice is being made), else test accuracy."""
+    validation accuracy when the run held a split out (such a run never scores the test set), else test
+    accuracy."""
     if record["status"] != "ok":
         return f"FAILED: {record['error']}"
     split = "val" if record.get("val_acc") is not None else "test"

@@ -54,9 +54,10 @@ def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axis.plot(epochs, [r["train_loss"] for r in log], marker="o")
     loss_axis.set(title="training loss", xlabel="epoch", yscale="log")
-    for name in ("train", "val", "test"):
-        if f"{name}_acc" in log[0]:
-            acc_axis.plot(epochs, [r[f"{name}_acc"] for r in log], marker="o", label=name)
+    for name in ("train", "val", "test"):  # test: the final epoch only, unless the run had --test-curve
+        scored = [r for r in log if f"{name}_acc" in r]
+        if scored:
+            acc_axis.plot([r["epoch"] for r in scored], [r[f"{name}_acc"] for r in scored], marker="o", label=name)
     acc_axis.set(title="accuracy (%)", xlabel="epoch")
     acc_axis.legend()
     acc_axis.grid(alpha=0.3)

@@ -2,7 +2,10 @@
 
     grid.json       the grid the directory belongs to
     results.jsonl   one record per finished run (config, seed, accuracies, seconds, status, ...)
-    results.md      the table: the grid's options, test accuracy mean ± std over seeds, ...
+    results.md      the table: the grid's options, accuracy mean ± std over seeds, ...
+
+A run with a validation split never scores the test set, so its record has no ``test_acc`` and the
+table of a ``--val`` grid has no test column.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ _records_lock = threading.Lock()
 
 
 RECORD_KEYS = ("id", "config", "status")  # every record
-OK_KEYS = ("test_acc", "val_acc", "epochs", "seconds", "parameters")  # and every finished run's
+OK_KEYS = ("val_acc", "epochs", "seconds", "parameters")  # and every finished run's
 
 
 def read_records(out_dir: Path) -> list[dict]:
@@ -44,7 +47,8 @@ def read_records(out_dir: Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        needed = RECORD_KEYS + (OK_KEYS if isinstance(record, dict) and record.get("status") == "ok" else ())
+        ok = isinstance(record, dict) and record.get("status") == "ok"
+        needed = RECORD_KEYS + (OK_KEYS if ok else ()) + (("test_acc",) if ok and record.get("val_acc") is None else ())
         if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or any(
                 key not in record for key in needed):
             raise StnError(f"cannot read {path}: line {number} is not a run record (it needs {', '.join(needed)})")
@@ -88,15 +92,16 @@ def _option_cell(config: dict, key: str) -> str:
     return "-" if unused(config, key) else str(config[key])
 
 
-def _summary(config: dict, runs: list[dict], varying: list[str]) -> dict:
-    """One table row: its cells, and the values it sorts by (smaller first)."""
+def _summary(config: dict, runs: list[dict], varying: list[str], split: str) -> dict:
+    """One table row: its cells (accuracy on ``split``: val or test), and the values it sorts by (smaller
+    first)."""
     ok = [r for r in runs if r["status"] == "ok"]
-    test = [r["test_acc"] for r in ok]
+    test = [r["test_acc"] for r in ok if r.get("test_acc") is not None]
     val = [r["val_acc"] for r in ok if r.get("val_acc") is not None]
     seconds = statistics.mean(r["seconds"] for r in ok) if ok else None
     failed = len(runs) - len(ok)
     cells = [_option_cell(config, k) for k in varying] + [
-        _mean_std(test) + (f" ({failed} failed)" if failed else ""), _mean_std(val), str(config["epochs"]),
+        _mean_std(val if split == "val" else test) + (f" ({failed} failed)" if failed else ""), str(config["epochs"]),
         f"{seconds:.0f}" if ok else "-", f"{ok[0]['parameters']:,}" if ok else "-", str(len(runs))]
     worst = float("inf")
     order = {"test": -statistics.mean(test) if test else worst, "val": -statistics.mean(val) if val else worst,
@@ -108,19 +113,25 @@ def format_table(records: list[dict], sort: str = "auto", axes=()) -> str:
     """Markdown: one row per cell (seeds pooled), columns for the options that vary among the records
     or that are among ``axes`` (a grid's options, shown while only some of its cells are done).
 
-    ``auto`` ranks by validation accuracy when the runs have a validation split, else by test
-    accuracy, and a table ranked by test accuracy says that it is not for choosing.
+    The runs of a grid with a validation split never scored the test set: its table shows validation
+    accuracy and has no test column (records written before that rule keep their test figure out of
+    sight). Other tables show test accuracy. ``auto`` ranks by the accuracy shown, and a table ranked
+    by test accuracy says that it is not for choosing.
     """
     if sort not in SORT_KEYS:
         raise StnError(f"unknown sort key {sort!r}; valid: {', '.join(SORT_KEYS)}")
+    split = "val" if any(r.get("val_acc") is not None for r in records) else "test"
     if sort == "auto":
-        sort = "val" if any(r.get("val_acc") is not None for r in records) else "test"
+        sort = split
+    if split == "val" and sort == "test":
+        raise StnError("a grid with a validation split has no test column: sort by val, time or none")
     cells = _cells(records)
     configs = [config for config, _ in cells]
     varying = [k for k in (configs[0] if configs else {})
                if k in axes or len({json.dumps(c[k]) for c in configs}) > 1]
-    rows = sorted((_summary(config, runs, varying) for config, runs in cells), key=lambda row: row["order"][sort])
-    header = [*varying, "test acc (%)", "val acc (%)", "epochs", "time (s)", "parameters", "runs"]
+    rows = sorted((_summary(config, runs, varying, split) for config, runs in cells),
+                  key=lambda row: row["order"][sort])
+    header = [*varying, f"{split} acc (%)", "epochs", "time (s)", "parameters", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row["cells"]) + " |" for row in rows]
     lines += ["", TEST_RANKED] if sort == "test" else []

@@ -3,7 +3,9 @@
 A run directory holds::
 
     config.json    the resolved TrainConfig
-    log.jsonl      one record per epoch (losses, accuracies in %, lr, seconds, images/s)
+    log.jsonl      one record per epoch (losses, accuracies in %, lr, seconds, images/s): validation
+                   accuracy with --val, test accuracy never; without it, test accuracy after the
+                   final epoch (every epoch with --test-curve)
     last.pt        checkpoint after the latest epoch (model, optimiser, RNG, step, ...): the run's model
     best.pt        runs with a validation split only: the epoch with the best validation accuracy
     result.json    written when the run is finished
@@ -30,7 +32,7 @@ def locked_run(run_dir: Path):
     return locked_directory(run_dir, "run directory")
 
 
-LOG_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s")
+LOG_KEYS = ("epoch", "train_loss", "train_acc", "lr", "seconds", "images_per_s")  # in every epoch record
 
 
 def read_log(run_dir: Path | str) -> list[dict]:

@@ -156,6 +156,12 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
 
 # ---------------------------------------------------------------- a whole run
 
+def scored_splits(cfg: TrainConfig) -> tuple[str, ...]:
+    """The splits a run loads: with ``--val`` the validation split and never the test set, which stays blind
+    while choosing; without it the test set, scored after the final epoch (every epoch with ``--test-curve``)."""
+    return ("train", "val") if cfg.val else ("train", "test")
+
+
 def train(cfg: TrainConfig, output: Path | str, *, device: str = "auto", precision: str = "auto",
           layout: str = "auto", compile: bool = False, resume: bool = False, overwrite: bool = False,
           data_dir=None, source=None, download: bool = False, progress: bool | None = None,
@@ -173,7 +179,7 @@ def train(cfg: TrainConfig, output: Path | str, *, device: str = "auto", precisi
         if checkpoint is not None and runs.read_result(run_dir) is not None:
             echo(f"{run_dir} is already finished")
             return runs.read_result(run_dir)
-        data = load_device_data(cfg, runtime.device, data_dir, source, download)
+        data = load_device_data(cfg, runtime.device, data_dir, source, download, splits=scored_splits(cfg))
         runs.write_config(run_dir, cfg)  # only now: a start that fails to load the data leaves no run behind
         return _train_epochs(cfg, run_dir, runtime, data, checkpoint,
                              sys.stderr.isatty() if progress is None else progress, callbacks, echo)
@@ -222,9 +228,10 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
                                             ema=ema)
         train_seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "train_loss": loss, "train_acc": train_acc}
-        for name in ("val", "test"):
-            if name in splits:
-                record[f"{name}_acc"] = accuracy(evaluated, *splits[name], precision=runtime.precision)
+        if cfg.val:
+            record["val_acc"] = accuracy(evaluated, *splits["val"], precision=runtime.precision)
+        elif cfg.test_curve or epoch == cfg.epochs:
+            record["test_acc"] = accuracy(evaluated, *splits["test"], precision=runtime.precision)
         record.update(lr=lr, seconds=time.perf_counter() - t0, images_per_s=len(train_y) / train_seconds,
                       precision=runtime.precision)
         improved = cfg.val and (best is None or record["val_acc"] > best)  # the test set never chooses
@@ -236,8 +243,8 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
         echo(runs.format_record(record))
 
     last = runs.read_log(run_dir)[-1]
-    result = {"test_acc": last["test_acc"], "val_acc": last.get("val_acc"), "best_val_acc": best,
-              "epochs": cfg.epochs, "seconds": time.perf_counter() - started, "precision": runtime.precision,
-              "parameters": count_parameters(model), "config": cfg.to_dict()}
+    scores = {"val_acc": last["val_acc"]} if cfg.val else {"test_acc": last["test_acc"], "val_acc": None}
+    result = {**scores, "best_val_acc": best, "epochs": cfg.epochs, "seconds": time.perf_counter() - started,
+              "precision": runtime.precision, "parameters": count_parameters(model), "config": cfg.to_dict()}
     runs.write_result(run_dir, result)
     return result
