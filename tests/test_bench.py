@@ -77,22 +77,28 @@ def test_two_by_two_grid_runs_records_tabulates_and_reruns_nothing(data_env, two
     assert result.returncode == 0 and (out / "results.md").read_text().splitlines() == table
 
 
-def test_every_cell_trains_the_config_its_grid_gives_flags_named_no_included(data_env, tmp_path):
-    grid = write_grid(tmp_path, """
+@pytest.mark.parametrize("names", ["current", "old"])
+def test_every_cell_trains_the_config_its_grid_gives_switches_off_included(data_env, tmp_path, names):
+    text = """
 [base]
 net = "idsia"
 cnn = "4,4,4,8"
 n = 100
 epochs = 1
-no_cnorm = true
+cnorm = false
 [grid]
-no_lnorm = [false, true]
-""")
-    records = bench.bench(grid, tmp_path / "out", echo=quiet)
-    assert {r["config"]["no_lnorm"] for r in records} == {False, True}
+lnorm = [true, false]
+"""
+    if names == "old":  # committed grids name the switches for their off state: they still load
+        text = text.replace("cnorm = false", "no_cnorm = true").replace("lnorm = [true, false]",
+                                                                        "no_lnorm = [false, true]")
+    records = bench.bench(write_grid(tmp_path, text), tmp_path / "out", echo=quiet)
+    assert len(records) == 2 and {r["config"]["lnorm"] for r in records} == {False, True}
     for record in records:
         trained = json.loads((Path(record["run_dir"]) / "config.json").read_text())
-        assert trained == record["config"] and trained["no_cnorm"] is True
+        assert trained == record["config"] and trained["cnorm"] is False
+    if names == "old":  # run ids as before the rename: the switch off hashed under its old name
+        assert run_id(TrainConfig(cnorm=False)) == hashlib.sha256(b'{"no_cnorm": true}').hexdigest()[:12]
 
 
 def test_ray_engine_gives_the_same_records(data_env, two_by_two, tmp_path):

@@ -15,7 +15,7 @@ from stn_gtsrb.ema import WeightAverage, ema_decay
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.runs import read_log
 
-TINY = dict(net="idsia", cnn="4,4,8,8", batchnorm=True, no_cnorm=True, n=300, epochs=2, optimizer="nesterov",
+TINY = dict(net="idsia", cnn="4,4,8,8", batchnorm=True, cnorm=False, n=300, epochs=2, optimizer="nesterov",
             momentum=0.9, lr=0.05, ema=0.9)
 
 

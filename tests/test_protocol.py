@@ -31,6 +31,7 @@ from synthetic_gtsrb import CLASSES, FRAMES, TRACKS
 
 train_module = importlib.import_module("stn_gtsrb.train")  # the package's `train` is the function
 TINY = dict(net="lecun", cnn="4,8,16", n=400, epochs=2, optimizer="adam", lr=0.003)
+TINY_ARGS = ["--net", "lecun", "--cnn", "4,8,16", "-n", "400", "--optimizer", "adam", "--lr", "0.003"]  # TINY's
 
 
 # ---------------------------------------------------------------- the test set never chooses
@@ -117,8 +118,7 @@ def test_a_run_with_val_never_scores_the_test_set(data_env, tmp_path, monkeypatc
     assert "test_acc" not in saved and "test_acc" not in result and saved["val_acc"] == result["val_acc"]
     assert "test_acc" not in torch.load(tmp_path / "run" / LAST, weights_only=True)["metrics"]
     assert not any(re.search(r"\btest\b", line) for line in lines)
-    printed = run_cli("train", "-o", str(tmp_path / "cli"), "--val", "-n", "400", "--net", "lecun", "--cnn", "4,8,16",
-                      "-e", "1", "--optimizer", "adam", "--lr", "0.003", "--script")
+    printed = run_cli("train", "-o", str(tmp_path / "cli"), "--val", *TINY_ARGS, "-e", "1", "--script")
     assert printed.returncode == 0, printed.stderr
     assert not re.search(r"\btest\b", printed.stdout) and "final validation accuracy" in printed.stdout
     assert float(printed.stdout.splitlines()[-1]) == pytest.approx(read_log(tmp_path / "cli")[-1]["val_acc"], abs=1e-4)
@@ -295,6 +295,30 @@ def test_malformed_files_read_back_are_one_line_errors(data_env, tmp_path):
     for name, message in cases.items():
         result = run_cli("eval", str(tmp_path / name))
         assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_malformed_parts_of_a_checkpoint_are_one_line_errors_where_read(data_env, tmp_path):
+    train(TrainConfig(**{**TINY, "epochs": 1}), tmp_path / "run", echo=quiet)
+    checkpoint = torch.load(tmp_path / "run" / LAST, weights_only=True)
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "sign.png")
+    normalizer = checkpoint["normalizer"]
+    cases = {  # file name: (what is saved in place of a part, the message)
+        "empty-norm.pt": ({"normalizer": {}}, "its normalizer is malformed: it needs mean, std and local"),
+        "shape-norm.pt": ({"normalizer": {**normalizer, "mean": torch.zeros(5)}}, "mean must be a finite float"),
+        "zero-std.pt": ({"normalizer": {**normalizer, "std": torch.tensor(0.0)}}, "std must be positive"),
+        "list-config.pt": ({"config": [1, 2]}, "a saved config must be a dict of options, got list"),
+        "unknown-config.pt": ({"config": {**checkpoint["config"], "wings": 2}}, "unknown option(s) wings"),
+    }
+    for name, (part, message) in cases.items():
+        save_torch({**checkpoint, **part}, tmp_path / name)
+        for command in (["predict", str(tmp_path / "sign.png"), "-m", str(tmp_path / name)],
+                        ["eval", str(tmp_path / name)]):
+            result = run_cli(*command)
+            assert result.returncode == 2 and message in result.stderr, (name, command, result.stderr)
+            assert len(result.stderr.splitlines()) == 1 and str(tmp_path / name) in result.stderr
+    write_text(tmp_path / "run" / "config.json", "[1, 2]\n")
+    resumed = run_cli("train", "-o", str(tmp_path / "run"), "--resume", *TINY_ARGS, "-e", "1")
+    assert resumed.returncode == 2 and "not a run config" in resumed.stderr and len(resumed.stderr.splitlines()) == 1
 
 
 def test_a_torn_last_log_line_is_dropped_on_resume_and_garbage_is_an_error(data_env, tmp_path):

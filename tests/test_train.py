@@ -25,7 +25,7 @@ def cli_args(cfg: dict) -> list[str]:
     args = []
     for key, value in cfg.items():
         flag = "--" + key.replace("_", "-")
-        args += [flag] if value is True else [] if value is False else [flag, str(value)]
+        args += [flag] if value is True else ["--no-" + flag[2:]] if value is False else [flag, str(value)]
     return args
 
 
@@ -114,8 +114,24 @@ def test_script_mode_prints_the_test_accuracy_last(data_env, tmp_path):
     assert result.returncode == 0, result.stderr
     last_line = result.stdout.strip().splitlines()[-1]
     assert float(last_line) == pytest.approx(read_log(tmp_path / "run")[-1]["test_acc"], abs=1e-4)
-    again = run_cli("train", "-o", str(tmp_path / "run"), "--eval", "--script")
-    assert float(again.stdout.strip().splitlines()[-1]) == float(last_line)
+    scored = run_cli("eval", str(tmp_path / "run"), "--json")  # `eval` scores a run; train does not
+    assert json.loads(scored.stdout)["accuracy"] == pytest.approx(float(last_line), abs=1e-4)
+
+
+def test_a_run_reruns_from_its_config_json_and_options_given_override_it(data_env, tmp_path):
+    cfg = {**TINY, "epochs": 1, "st": True, "locnet": "4,4,4", "cnorm": False}
+    assert run_cli("train", "-o", str(tmp_path / "first"), *cli_args(cfg)).returncode == 0
+    config = tmp_path / "first" / "config.json"
+    again = run_cli("train", "-o", str(tmp_path / "again"), "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "config.json").read_text() == config.read_text()
+    assert read_log(tmp_path / "again")[-1]["test_acc"] == read_log(tmp_path / "first")[-1]["test_acc"]
+    changed = run_cli("train", "-o", str(tmp_path / "changed"), "--config", str(config), "--seed", "2", "--cnorm")
+    assert changed.returncode == 0, changed.stderr
+    saved = json.loads((tmp_path / "changed" / "config.json").read_text())
+    assert saved == {**json.loads(config.read_text()), "seed": 2, "cnorm": True}
+    both = run_cli("train", "-o", str(tmp_path / "both"), "--config", str(config), "--recipe", "fast")
+    assert both.returncode == 2 and "--recipe or --config, not both" in both.stderr
 
 
 def test_finished_run_is_not_overwritten(data_env, tmp_path):
@@ -175,7 +191,8 @@ def test_missing_and_incompatible_checkpoints(data_env, tmp_path):
     result = run_cli("eval", str(junk))
     assert result.returncode == 2 and f"{junk} is not a readable checkpoint" in result.stderr
     torch.save({"format": 1, "config": {**TrainConfig().to_dict(), "cnn": "2,2,2"},
-                "model": {"weight": torch.zeros(1)}, "normalizer": {}, "epoch": 1, "metrics": {}}, junk)
+                "model": {"weight": torch.zeros(1)}, "epoch": 1, "metrics": {},
+                "normalizer": {"mean": torch.tensor(0.5), "std": torch.tensor(0.2), "local": True}}, junk)
     result = run_cli("eval", str(junk))
     assert result.returncode == 2 and "does not fit its network" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +109,16 @@ def test_predict_without_a_model_uses_the_shipped_one(real_env, tmp_path):
     result = run_cli("predict", str(path), "--json", "--top-k", "1")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["top"][0]["class"] == int(official["test"].labels[0])
+
+
+def test_configs_saved_with_the_old_switch_names_load_as_the_positive_switches():
+    shipped = checkpoints.read_weights(checkpoints.pretrained_path())["config"]
+    assert shipped["no_cnorm"] is False and TrainConfig.from_saved(shipped).cnorm is True
+    root = Path(__file__).resolve().parents[1]
+    saved = [json.loads(path.read_text()) for path in sorted(root.glob("benchmarks/**/runs/*/config.json"))]
+    assert any(values.get("no_cnorm") is True for values in saved)
+    for values in saved:
+        cfg = TrainConfig.from_saved(values)
+        assert (cfg.norm, cfg.lnorm, cfg.cnorm) == tuple(not values.get(k, False) for k in ("no_norm", "no_lnorm",
+                                                                                          "no_cnorm"))
+    assert not [f for f in TrainConfig.__dataclass_fields__ if f.startswith("no_")]

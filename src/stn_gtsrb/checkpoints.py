@@ -92,7 +92,7 @@ def load_checkpoint(path: Path | str, best: bool = False) -> dict:
     if not path.exists():
         raise StnError(f"checkpoint {path} not found")
     if path.suffix == SUFFIX:
-        return read_weights(path)
+        return _complete(read_weights(path), path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -103,18 +103,24 @@ def load_checkpoint(path: Path | str, best: bool = False) -> dict:
 
 
 def _complete(checkpoint: dict, path: Path) -> dict:
-    """``checkpoint`` if it has every part a reader uses; else StnError naming the missing ones."""
+    """``checkpoint`` if it has every part a reader uses and a well-formed normaliser; else StnError naming
+    the missing or malformed part."""
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise StnError(f"{path} lacks its {', '.join(missing)}: not a complete stn-gtsrb checkpoint")
+    try:
+        Normalizer.from_state_dict(checkpoint["normalizer"])
+    except StnError as error:
+        raise StnError(f"{path}: {error}") from None
     return checkpoint
 
 
 def model_from_checkpoint(checkpoint: dict, path: str = "checkpoint") -> tuple[ConvNet, TrainConfig]:
     """The checkpoint's network with its weights loaded, and its config."""
-    if not isinstance(checkpoint["config"], dict):
-        raise StnError(f"{path}: its config is not a dict of options")
-    cfg = TrainConfig.from_saved(checkpoint["config"]).validate()
+    try:
+        cfg = TrainConfig.from_saved(checkpoint["config"]).validate()
+    except StnError as error:
+        raise StnError(f"{path}: its config is not one of this version's: {error}") from None
     model = build_model(cfg.net, **cfg.model_options())
     try:
         model.load_state_dict(checkpoint["model"])
@@ -171,8 +177,8 @@ def read_weights(path: Path | str) -> dict:
         raise StnError(f"{path} lacks its {error.args[0]}: not a complete stn-gtsrb weights file") from None
     except (ValueError, TypeError) as error:
         raise StnError(f"{path} has unreadable metadata: {error}") from None
-    if not checkpoint["model"] or not {"mean", "std", "local"} <= set(checkpoint["normalizer"]):
-        raise StnError(f"{path} lacks its model or normalizer tensors: not a complete stn-gtsrb weights file")
+    if not checkpoint["model"]:
+        raise StnError(f"{path} lacks its model tensors: not a complete stn-gtsrb weights file")
     return checkpoint
 
 

@@ -43,6 +43,7 @@ from .engines import stop_with_parent
 from .ensemble import evaluate_ensemble
 from .errors import StnError
 from .evaluation import evaluate
+from .fileio import read_json
 from .onnx_export import OnnxClassifier, export_onnx
 from .recipes import load_recipe
 from .results import write_table
@@ -58,9 +59,14 @@ def _model_path(args: argparse.Namespace) -> Path:
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The recipe's options (if any), overridden by those given on the command line."""
+    """The recipe's or the config file's options (if any), overridden by those given on the command line."""
+    if args.recipe and args.config:
+        raise StnError("give --recipe or --config, not both")
+    start = load_recipe(args.recipe) if args.recipe else {}
+    if args.config:
+        start = TrainConfig.from_saved(read_json(args.config, "config file")).to_dict()
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    return TrainConfig.from_dict({**(load_recipe(args.recipe) if args.recipe else {}), **given})
+    return TrainConfig.from_dict({**start, **given})
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -90,12 +96,6 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends the run as Ctrl-C does: temporary files removed
-    if args.eval:
-        result = evaluate(args.output, "test", args.device, args.data_dir, args.source)
-        print(f"test accuracy: {result['accuracy']:.2f}% ({result['correct']}/{result['total']})")
-        if args.script:
-            print(f"{result['accuracy']:.4f}")
-        return
     if args.parent_pid is not None:
         stop_with_parent(args.parent_pid)
     cfg = _config_from_args(args)

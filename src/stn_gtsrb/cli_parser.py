@@ -38,26 +38,9 @@ def _add_runtime_options(parser: argparse.ArgumentParser, precision_default: str
                              f"fast (default: {precision_default or 'the one the model was trained in'})")
 
 
-class Switch(argparse.Action):
-    """A TrainConfig bool as two flags: ``--x`` sets it, ``--no-x`` clears it.
-
-    argparse's BooleanOptionalAction takes *every* flag that starts with ``--no-``
-    as False, which would make ``--no-cnorm`` (the field ``no_cnorm``) clear the option it names.
-    """
-
-    def __init__(self, option_strings: list[str], dest: str, **kwargs):
-        self.setting = option_strings[-1]
-        super().__init__([*option_strings, "--no-" + self.setting[2:]], dest, nargs=0, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, option_string == self.setting)
-
-    def format_usage(self) -> str:
-        return " | ".join(self.option_strings)
-
-
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field: bools become --x/--no-x flags, the rest typed values.
+    """One option per TrainConfig field: bools become --x/--no-x flags (every switch is named for what it turns
+    on), the rest typed values.
 
     Only the options given appear in the parsed namespace (default SUPPRESS), so that they
     can override a --recipe; the others take the recipe's values, then TrainConfig's defaults.
@@ -66,11 +49,14 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recipe", default=None, metavar="NAME_OR_PATH",
                        help=f"start from a recipe: {', '.join(list_recipes())}, or a TOML file of these options; "
                             "options given here override it")
+    group.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="start from a run's config.json (rerun that run: options it predates take the values it "
+                            "was trained with); options given here override it")
     for f in dataclasses.fields(TrainConfig):
         flags = SHORT_FLAGS.get(f.name, ()) + ("--" + f.name.replace("_", "-"),)
         help_text = f"{f.metadata['help']} (default: {f.default!r})"
         if isinstance(f.default, bool):
-            group.add_argument(*flags, action=Switch, default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
             group.add_argument(*flags, type=type(f.default), default=argparse.SUPPRESS, metavar=f.name.upper(),
                                help=help_text)
@@ -118,8 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run directory (default: runs/default)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="discard a run already in --output")
-    tr.add_argument("--eval", action="store_true", help="only evaluate the run in --output (its final model) on the "
-                                                         "test split")
     tr.add_argument("--script", action="store_true",
                     help="no progress bars; print the final accuracy (%%) alone as last line: validation with --val, "
                          "else test")

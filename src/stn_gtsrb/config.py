@@ -20,6 +20,7 @@ from .transformer import parse_transform
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "rmsprop")
 SAVED_BEFORE = {"legacy_norm": True}  # behaviour of saved configs that lack these options
+RENAMED = {"no_norm": "norm", "no_lnorm": "lnorm", "no_cnorm": "cnorm"}  # old name -> switch of the opposite sense
 SCHEDULES = ("none", "step", "cosine", "linear")
 
 
@@ -38,14 +39,14 @@ class TrainConfig:
                             "repeats are scored on the same images)")
     test_curve: bool = _opt(False, "score the test set after every epoch, for learning-curve plots (default: after "
                                    "the final epoch only; a run with --val never scores it)")
-    no_norm: bool = _opt(False, "skip global mean/std normalisation")
+    norm: bool = _opt(True, "global mean/std normalisation of the input images")
     per_channel_norm: bool = _opt(False, "global normalisation per colour channel (original: one scalar)")
-    no_lnorm: bool = _opt(False, "skip local contrast normalisation of the input images")
+    lnorm: bool = _opt(True, "local contrast normalisation of the input images")
     # --- network
     net: str = _opt("lecun", "network name", choices=("idsia", "lecun"))
     cnn: str = _opt("", "layer widths, e.g. 108,200,100 (lecun) or 150,200,300,350 (idsia); empty: the net's default")
     ms: bool = _opt(False, "multi-scale features: last conv block's pooled input joins its output")
-    no_cnorm: bool = _opt(False, "no contrastive normalisation after the conv blocks")
+    cnorm: bool = _opt(True, "contrastive normalisation after the conv blocks")
     cnorm_kernel: str = _opt("uniform9", "kernel of the conv blocks' contrastive normalisation", choices=KERNELS)
     batchnorm: bool = _opt(False, "BatchNorm between each conv and its ReLU (not in the original)")
     legacy_norm: bool = _opt(False, "contrastive normalisation as stn-gtsrb 0.1 computed it (sqrt after the border "
@@ -102,7 +103,7 @@ class TrainConfig:
     def model_options(self) -> dict:
         """Keyword arguments for ``create_model(self.net, ...)``."""
         return dict(cnn=self.widths, image_size=self.image_size, transformers=self.transformers,
-                    transform=self.transform, multiscale=self.ms, cnorm=not self.no_cnorm,
+                    transform=self.transform, multiscale=self.ms, cnorm=self.cnorm,
                     cnorm_kernel=self.cnorm_kernel, dropout=self.dropout, legacy_norm=self.legacy_norm,
                     batchnorm=self.batchnorm)
 
@@ -149,6 +150,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """Options by name (old names included: :func:`current_names`), type-checked; not yet validated."""
+        values = current_names(values)
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -165,9 +168,18 @@ class TrainConfig:
     def from_saved(cls, values: dict) -> "TrainConfig":
         """A config read back from a run or checkpoint: options it predates take the value that
         reproduces how it was trained (``SAVED_BEFORE``), the others their defaults."""
+        if not isinstance(values, dict):
+            raise StnError(f"a saved config must be a dict of options, got {type(values).__name__}")
         values = {**SAVED_BEFORE, **values}
         values.setdefault("val_seed", values.get("seed", 1))  # the validation tracks followed --seed
         return cls.from_dict(values)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def current_names(values: dict) -> dict:
+    """Options with any old name (``RENAMED``: ``no_cnorm = true`` and the like, as saved configs, recipes and
+    grids wrote them) under its current one, a bool value inverted."""
+    return {RENAMED.get(name, name): not value if name in RENAMED and isinstance(value, bool) else value
+            for name, value in values.items()}

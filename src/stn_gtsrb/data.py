@@ -322,8 +322,18 @@ class Normalizer:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Normalizer":
-        """A saved normaliser; one saved before ``legacy`` existed used the legacy formula."""
-        return cls(state["mean"], state["std"], bool(state["local"]), bool(state.get("legacy", True)))
+        """A saved normaliser; one saved before ``legacy`` existed used the legacy formula.
+        StnError naming what is wrong if ``state`` is not one."""
+        if not isinstance(state, dict) or not {"mean", "std", "local"} <= set(state):
+            raise StnError("its normalizer is malformed: it needs mean, std and local")
+        mean, std = state["mean"], state["std"]
+        for name, value in (("mean", mean), ("std", std)):
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) not in ((), (3,)) or \
+                    not value.is_floating_point() or not torch.isfinite(value).all():
+                raise StnError(f"its normalizer is malformed: {name} must be a finite float tensor of shape () or (3,)")
+        if mean.shape != std.shape or not (std > 0).all():
+            raise StnError("its normalizer is malformed: std must be positive and shaped as mean")
+        return cls(mean, std, bool(state["local"]), bool(state.get("legacy", True)))
 
 
 def fit_normalizer(images: torch.Tensor, global_norm: bool = True, per_channel: bool = False,

@@ -39,7 +39,7 @@ def load_device_data(cfg: TrainConfig, device: torch.device, data_dir=None, sour
     official = load_tensors(cfg.image_size, data_dir, source, download)
     train = training_split(cfg, official)
     if normalizer is None:
-        normalizer = fit_normalizer(train.images, not cfg.no_norm, cfg.per_channel_norm, not cfg.no_lnorm,
+        normalizer = fit_normalizer(train.images, cfg.norm, cfg.per_channel_norm, cfg.lnorm,
                                     cfg.legacy_norm)
     chosen = {"train": train, "test": official["test"]}
     if cfg.val:

@@ -1,6 +1,7 @@
 """Engines that train a sweep's cells: one subprocess per cell, run locally or as Ray Tune trials.
 
-Cells run as ``stn-gtsrb train --script --resume`` subprocesses, so a rerun
+Each cell's config is written to its run directory as config.json, and the
+cell runs as a ``stn-gtsrb train --config FILE --resume`` subprocess, so a rerun
 resumes interrupted ones, and a crashing cell is recorded with its error while
 the sweep goes on; stopping the local runner (Ctrl-C, SIGTERM) stops its
 running cells and records none of them, and a cell whose runner dies
@@ -12,7 +13,6 @@ a local or existing cluster; imported only when used, as it is an optional extra
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -28,25 +28,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import runs
 from .config import TrainConfig
 from .errors import StnError
-from .fileio import read_json
 from .grid import Grid, describe, run_id
 from .results import append_record, read_records
-from .runs import RESULT_FILE
-
-
-def config_args(cfg: TrainConfig) -> list[str]:
-    """The ``stn-gtsrb train`` options that reproduce ``cfg``, every field given (bools as ``--x`` / ``--no-x``)."""
-    args = []
-    for f in dataclasses.fields(cfg):
-        value, name = getattr(cfg, f.name), f.name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(f"--{name}" if value else f"--no-{name}")
-        else:
-            args += [f"--{name}", str(value)]
-    return args
-
 
 # A cell's exit codes when it was stopped (Ctrl-C, SIGTERM) rather than failed: not recorded, so a rerun resumes it.
 _STOPPED = {130, -signal.SIGINT, -signal.SIGTERM}
@@ -107,12 +93,20 @@ def _cell_process(command: list[str], env: dict):
 
 def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, source=None, device="auto",
              precision="auto") -> dict:
-    """Train one cell in a ``stn-gtsrb train --script --resume`` subprocess; return its record.
+    """Train one cell in a ``stn-gtsrb train --config RUN/config.json --resume`` subprocess; return its record,
+    every figure of which comes from the run's result.json.
 
     Raises KeyboardInterrupt when the cell was stopped (by a signal or ``stop_cells``) rather than failed.
     """
-    command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--script", "--resume",
-               "--parent-pid", str(os.getpid()), "--device", device, "--precision", precision, *config_args(cfg)]
+    if _stopping.is_set():  # before writing anything for a cell that will not start
+        raise KeyboardInterrupt("the sweep is stopping")
+    run_dir = Path(run_dir)
+    config = run_dir / runs.CONFIG_FILE
+    if not config.exists():  # else the interrupted run's own, which --resume checks against the cell
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_config(run_dir, cfg)
+    command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--config", str(config),
+               "--script", "--resume", "--parent-pid", str(os.getpid()), "--device", device, "--precision", precision]
     command += ["--data-dir", str(data_dir)] if data_dir else []
     command += ["--source", str(source)] if source else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -125,7 +119,7 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, sourc
     if process.returncode != 0:
         lines = (stderr.strip() or stdout.strip() or f"exit code {process.returncode}").splitlines()
         return {**record, "status": "failed", "error": lines[-1], "seconds": time.perf_counter() - started}
-    result = read_json(Path(run_dir) / RESULT_FILE, "run result")
+    result = runs.read_result(run_dir)
     scores = {"val_acc": result["val_acc"]} if cfg.val else {"test_acc": result["test_acc"], "val_acc": None}
     return {**record, "status": "ok", **scores, "epochs": result["epochs"], "seconds": result["seconds"],
             "parameters": result["parameters"]}

@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import RENAMED, TrainConfig, current_names
 from .errors import StnError
 from .recipes import load_recipe
 
@@ -49,12 +49,14 @@ class Grid:
         return dataclasses.asdict(self)
 
 
-def _option_name(key: str, where: str) -> str:
-    name = key.replace("-", "_")
+def _options(values: dict, where: str) -> dict:
+    """Grid-file options under TrainConfig's field names (``-`` as ``_``; an old name as its current one)."""
     valid = [f.name for f in dataclasses.fields(TrainConfig)]
-    if name not in valid:
-        raise StnError(f"{where}: unknown option {key!r}; valid: {', '.join(valid)}")
-    return name
+    options = current_names({key.replace("-", "_"): value for key, value in values.items()})
+    for key, name in zip(values, options, strict=True):
+        if name not in valid:
+            raise StnError(f"{where}: unknown option {key!r}; valid: {', '.join(valid)}")
+    return options
 
 
 def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
@@ -71,15 +73,16 @@ def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
         raise StnError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; valid: recipe, repeats, [base], "
                        "[grid]")
     base = load_recipe(content["recipe"]) if "recipe" in content else {}
-    base.update({_option_name(k, f"{path} [base]"): v for k, v in content.get("base", {}).items()})
+    base.update(_options(content.get("base", {}), f"{path} [base]"))
     axes = {}
     for key, values in content.get("grid", {}).items():
         if not isinstance(values, list) or not values:
             raise StnError(f"{path} [grid]: {key} must be a non-empty list of values, got {values!r}")
         if all(isinstance(v, dict) for v in values):  # options set together
-            axes[key] = [{_option_name(k, f"{path} [grid] {key}"): v for k, v in value.items()} for value in values]
+            axes[key] = [_options(value, f"{path} [grid] {key}") for value in values]
         else:
-            axes[_option_name(key, f"{path} [grid]")] = values
+            options = [_options({key: value}, f"{path} [grid]") for value in values]  # one option, maybe renamed
+            axes[next(iter(options[0]))] = [value for option in options for value in option.values()]
     repeats = content.get("repeats", 1) if repeats is None else repeats
     if not isinstance(repeats, int) or repeats < 1:
         raise StnError(f"repeats must be a positive integer, got {repeats!r}")
@@ -130,7 +133,11 @@ def describe(options: dict, keys) -> str:
 
 
 def run_id(cfg: TrainConfig) -> str:
-    """A short hash of the options that differ from their defaults (stable when options are added)."""
+    """A short hash of the options that differ from their defaults (stable when options are added; a renamed
+    switch that is off is hashed under its old name, ``no_cnorm: true``, so ids stay as they were)."""
     default = TrainConfig().to_dict()
     changed = {name: value for name, value in cfg.to_dict().items() if value != default[name]}
+    for old, new in RENAMED.items():
+        if new in changed:
+            changed[old] = not changed.pop(new)
     return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:12]
