@@ -86,7 +86,7 @@ def tiny_runs(tmp_path_factory, prepared, shared_dir):
     root = tmp_path_factory.mktemp("runs")
     common = dict(net="lecun", cnn="4,8,16", n=500, epochs=1, optimizer="adam", lr=0.003, val=True)
     st = TrainConfig(**common, st=True, locnet="4,4,8", locnet2="4,4,4")
-    recorder = TrainingRecorder.for_run(st, 4, root / "st", prepared, str(shared_dir), echo=lambda _: None)
+    recorder = TrainingRecorder.for_run(st, 4, root / "st", echo=lambda _: None)
     train(st, root / "st", callbacks=[recorder], data_dir=prepared, source=str(shared_dir), echo=lambda _: None)
     train(TrainConfig(**common), root / "plain", data_dir=prepared, source=str(shared_dir), echo=lambda _: None)
     return root

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from cli_helpers import run_cli
-from stn_gtsrb import TrainConfig, train
+from stn_gtsrb import TrainConfig, device_data, train
 from stn_gtsrb.classes import CLASS_NAMES
 from stn_gtsrb.report import confusion_matrix, most_confused
 from stn_gtsrb.visualize import CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, TrainingRecorder, compose, corners
@@ -96,13 +96,21 @@ def test_training_animation_frames_are_in_step_order(tiny_runs):
                           CAPTION_HEIGHT + RECORDED_IMAGES * (CAPTION_HEIGHT + SIZE * 3 + MARGIN))
 
 
-def test_recording_by_tenths_draws_the_start_and_each_tenth_of_epoch_1(data_env, tmp_path):
+def test_recording_by_tenths_draws_the_start_and_each_tenth_of_epoch_1(data_env, tmp_path, monkeypatch):
     cfg = TrainConfig(net="lecun", cnn="4,8,16", n=1000, batch_size=50, epochs=2, optimizer="adam", lr=0.003,
                       st=True, locnet="4,4,8")  # 20 steps per epoch
     recorder = TrainingRecorder.for_run(cfg, "tenths", tmp_path / "run", echo=lambda _: None)
     assert [done for done in range(613 + 1) if recorder.records(done, 613)] == [
         0, 61, 123, 184, 245, 306, 368, 429, 490, 552, 613]
+    loads = []
+    real = device_data.load_tensors
+    monkeypatch.setattr(device_data, "load_tensors", lambda *args: loads.append(args) or real(*args))
     train(cfg, tmp_path / "run", callbacks=[recorder], echo=lambda _: None)
+    assert len(loads) == 1  # the recorder draws from the split the trainer holds: no second load
+    training = device_data.training_split(cfg, real(32))
+    chosen = torch.randperm(len(training), generator=torch.Generator().manual_seed(cfg.seed))[:RECORDED_IMAGES]
+    assert torch.equal(recorder.images, training.images[chosen])
+    assert torch.equal(recorder.labels, training.labels[chosen])
     steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "st_frames").glob("step_*.png"))
     assert steps == list(range(0, 21, 2))  # 11 frames, none from epoch 2
     assert Image.open(tmp_path / "run" / "st_epoch1.gif").n_frames == 11

@@ -101,8 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _config_from_args(args)
     callbacks = []
     if args.record_st:
-        callbacks.append(visualize.TrainingRecorder.for_run(cfg.validate(), args.record_st, args.output,
-                                                            args.data_dir, args.source))
+        callbacks.append(visualize.TrainingRecorder.for_run(cfg.validate(), args.record_st, args.output))
     result = train(cfg, args.output, device=args.device, precision=args.precision, layout=args.layout,
                    compile=args.compile, resume=args.resume, overwrite=args.overwrite, data_dir=args.data_dir,
                    source=args.source, download=args.download, progress=None if not args.script else False,

@@ -21,6 +21,7 @@ class DeviceData:
 
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     normalizer: Normalizer
+    training: GTSRBTensors  # the training split as loaded (uint8, on the CPU), for callbacks that draw it
 
 
 def training_split(cfg: TrainConfig, official: dict[str, GTSRBTensors]) -> GTSRBTensors:
@@ -45,4 +46,4 @@ def load_device_data(cfg: TrainConfig, device: torch.device, data_dir=None, sour
     if cfg.val:
         chosen["val"] = select_split(official, "val", cfg.val_seed, cfg.val_tracks)
     return DeviceData({name: (normalizer(t.images.to(device)), t.labels.to(device))
-                       for name, t in chosen.items() if name in splits}, normalizer)
+                       for name, t in chosen.items() if name in splits}, normalizer, train)

@@ -28,7 +28,7 @@ from . import runs
 from .augment import EpochJitter
 from .checkpoints import make_checkpoint
 from .config import TrainConfig
-from .data import Normalizer
+from .data import GTSRBTensors, Normalizer
 from .device_data import load_device_data
 from .ema import WeightAverage
 from .errors import StnError
@@ -43,6 +43,7 @@ class Step:
 
     model: ConvNet
     normalizer: Normalizer  # the run's input normaliser (uint8 images -> model inputs)
+    training: GTSRBTensors  # the run's training split (uint8 images, on the CPU) as the trainer holds it
     epoch: int  # 1-based
     done: int  # steps done in this epoch: 0 before the first, ``total`` after the last
     total: int  # steps in this epoch
@@ -221,7 +222,7 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
 
         def on_step(done: int, total: int, epoch: int = epoch) -> None:
             for callback in callbacks:
-                callback(Step(model, data.normalizer, epoch, done, total))
+                callback(Step(model, data.normalizer, data.training, epoch, done, total))
 
         loss, train_acc, step = train_epoch(forward, optimizer, cfg, train_x, train_y, epoch, step,
                                             runtime.precision, progress, on_step=on_step if callbacks else None,

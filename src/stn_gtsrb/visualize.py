@@ -26,7 +26,6 @@ from .checkpoints import load_trained
 from .classes import CLASS_NAMES
 from .config import TrainConfig
 from .data import Normalizer, load_tensors, select_split, validation_tracks
-from .device_data import training_split
 from .errors import StnError
 from .evaluation import require_val_if_asked
 from .fileio import atomic_write
@@ -271,23 +270,19 @@ class TrainingRecorder:
     ``gif_path``, captioned "epoch 1, step i/N".
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, every: int | str, out_dir: Path,
-                 gif_path: Path, scale: int = 3, echo=print):
-        every = parse_record_every(every)
-        self.images, self.labels, self.every, self.scale, self.echo = images, labels, every, scale, echo
+    def __init__(self, every: int | str, out_dir: Path, gif_path: Path, seed: int = 1, scale: int = 3, echo=print):
+        self.every, self.seed, self.scale, self.echo = parse_record_every(every), seed, scale, echo
         self.out_dir, self.gif_path = Path(out_dir), Path(gif_path)
+        self.images: torch.Tensor | None = None  # RECORDED_IMAGES of the run's training images, chosen at the start
+        self.labels: torch.Tensor | None = None
         self.frames: list[Image.Image] = []
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, every: int | str, run_dir: Path | str, data_dir=None, source=None,
-                echo=print) -> "TrainingRecorder":
-        """``RECORDED_IMAGES`` training images of ``cfg`` (seeded), recorded into ``run_dir``."""
-        train = training_split(cfg, load_tensors(cfg.image_size, data_dir, source))
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
-        chosen = train.subset(order[:RECORDED_IMAGES])
+    def for_run(cls, cfg: TrainConfig, every: int | str, run_dir: Path | str, echo=print) -> "TrainingRecorder":
+        """A recorder into ``run_dir`` of ``RECORDED_IMAGES`` of the run's training images, chosen with
+        ``cfg.seed`` from the split the trainer holds (no second load)."""
         run_dir = Path(run_dir)
-        return cls(chosen.images, chosen.labels, every, run_dir / "st_frames", run_dir / "st_epoch1.gif",
-                   echo=echo)
+        return cls(every, run_dir / "st_frames", run_dir / "st_epoch1.gif", seed=cfg.seed, echo=echo)
 
     def records(self, done: int, total: int) -> bool:
         """Whether the state after ``done`` of ``total`` steps is drawn."""
@@ -299,6 +294,10 @@ class TrainingRecorder:
         """Called with a train.Step (model, normalizer, epoch, done, total)."""
         if step.epoch != 1 or not self.records(step.done, step.total):
             return
+        if self.images is None:
+            order = torch.randperm(len(step.training), generator=torch.Generator().manual_seed(self.seed))
+            chosen = step.training.subset(order[:RECORDED_IMAGES])
+            self.images, self.labels = chosen.images, chosen.labels
         model, was_training = step.model, step.model.training
         images = self.images.to(next(model.parameters()).device)
         frame = plot_transforms(model, images, self.labels, step.normalizer, self.scale,
