@@ -1,8 +1,8 @@
 """Benchmark the data layer: first ``prepare`` from the archives, then cached loads.
 
-    python benchmarks/data_prepare.py --source ../shared/gtsrb --size 32 | tee benchmarks/data_prepare.log
+    python benchmarks/data_prepare.py --source DIR --size 32 | tee benchmarks/data_prepare.log
 
-Targets (issue "Package, GTSRB data pipeline"): first prepare <= 30 s, cached load <= 1 s.
+Targets: first prepare <= 30 s, cached load <= 1 s.
 """
 
 from __future__ import annotations

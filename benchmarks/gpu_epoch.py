@@ -1,6 +1,6 @@
 """Seconds per epoch of the paper configuration (``--recipe paper``) on a GPU, through the real trainer.
 
-    python benchmarks/gpu_epoch.py --source ../shared/gtsrb --epochs 14 | tee benchmarks/gpu_epoch.log
+    python benchmarks/gpu_epoch.py --source DIR --epochs 14 | tee benchmarks/gpu_epoch.log
 
 Trains the recipe for ``--epochs`` epochs in a temporary run directory with
 ``--precision auto`` (bf16 on a GPU that supports it), channels-last and,

@@ -1,6 +1,6 @@
 """Training throughput: precision × layout × batch (× torch.compile), trainer against a bare loop.
 
-    python benchmarks/trainer_throughput.py --source ../shared/gtsrb | tee benchmarks/trainer_throughput.log
+    python benchmarks/trainer_throughput.py --source DIR | tee benchmarks/trainer_throughput-CPU.log
 
 The paper's two-transformer IDSIA-like net at 32 px (``--recipe paper``: cnn
 150,200,300,350, loc-nets 200,300,200 on the input and 150,150,150 before conv3),

@@ -1,4 +1,4 @@
-"""Honest model selection and the faults of issue 15: the test set never chooses, the validation protocol,
+"""Honest model selection: the test set never chooses, the validation protocol,
 Torch7's SGD, bad values, divergence, a data directory that remembers its source, files read back."""
 
 from __future__ import annotations

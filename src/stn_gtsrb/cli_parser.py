@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--compile", action="store_true", help="torch.compile the model (see the README's speed table)")
     tr.add_argument("--download", action="store_true", help="download the archives if they are missing")
     tr.add_argument("--record-st", default=None, metavar="K|tenths",
-                    help="every K steps of epoch 1, or after each tenth of it (as the seed's animation), draw fixed "
-                         "images through the transformers (run dir: st_frames/*.png, st_epoch1.gif)")
+                    help="every K steps of epoch 1, or after each tenth of it (as the original's animation), draw "
+                         "fixed images through the transformers (run dir: st_frames/*.png, st_epoch1.gif)")
     _add_data_options(tr)
     _add_config_options(tr)
 

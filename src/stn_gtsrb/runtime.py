@@ -5,7 +5,7 @@ float32 elsewhere: on CUDA where torch reports bf16 support; on a CPU where
 torch reports AVX512-BF16 or AMX-BF16 (``torch.cpu.get_capabilities()``).
 A CPU without them emulates bf16: on an AVX-512 CPU without AVX512-BF16 the
 paper net trains 2.3× *slower* in bf16 than in fp32 (channels-last, batch 50)
-(benchmarks/trainer_throughput.log). Evaluation runs in the training precision.
+(docs/speed.md). Evaluation runs in the training precision.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 def resolve_layout(name: str, device: torch.device) -> torch.memory_format:
     """The memory format of images and weights: ``auto`` is channels-last on CPU and CUDA (faster for
-    these convolutions on both, see benchmarks/trainer_throughput.log), contiguous elsewhere."""
+    these convolutions on both, see docs/speed.md), contiguous elsewhere."""
     if name not in LAYOUTS:
         raise StnError(f"--layout must be one of {', '.join(LAYOUTS)}, got {name!r}")
     channels_last = name == "channels_last" or (name == "auto" and device.type in ("cpu", "cuda"))

@@ -1,7 +1,7 @@
 """Track stability: how still a transformer's output stays over the 30 frames of a track.
 
 A GTSRB training track is one sign filmed 30 times as the car approaches it.
-The seed's track animation shows a trained transformer's output staying almost
+The original's track animation shows a trained transformer's output staying almost
 still while its input moves; this module puts numbers on it, per model, on
 tracks given by id (best: tracks the model never trained on, e.g. the
 validation tracks of a ``--val`` run). Per track, then averaged over tracks:

@@ -245,7 +245,7 @@ def training_frames(run_dir: Path | str, stride: int = 1) -> list[Image.Image]:
     return [Image.open(path).convert("RGB") for path in kept]
 
 
-TENTHS = "tenths"  # record before training and after each tenth of epoch 1: 11 frames, as the seed's animation
+TENTHS = "tenths"  # record before training and after each tenth of epoch 1: 11 frames, as the original's animation
 
 
 def parse_record_every(text: str | int) -> int | str:

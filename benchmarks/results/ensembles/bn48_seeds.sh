@@ -1,7 +1,0 @@
-#!/bin/bash
-# Issue 17: test-time augmentation and committee rows for the 48,96,192,192 `accurate` net (transformer before
-# conv2): the two seeds of benchmarks/grids/bn48_32px_full.toml, all of them (no choice); output: bn48_seeds.log.
-# (The log was made before the runs' directories got the ids of what they ran; its paths were renamed with
-# them: see benchmarks/README.md. It predates seeds.sh, whose headers read "the 2 seeds" for its "the two seeds".)
-RUNS=benchmarks/results/bn48-32px-full/runs
-exec "$(dirname "$0")/seeds.sh" $RUNS/58b0a500bf24 $RUNS/ab6fd9136d0a
