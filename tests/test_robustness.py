@@ -93,12 +93,9 @@ def test_levels_out_of_range_are_refused(levels, message):
 
 
 def test_region_spread_and_variation_of_still_and_moving_frames():
-    still = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).repeat(4, 1, 1)
-    assert region_spread(still) == {"centre_spread": 0.0, "scale_spread": 0.0}
-    moving = still.clone()
-    moving[:, 0, 2] = torch.tensor([0.2, -0.2, 0.2, -0.2])  # centre ±0.1 of the side
-    moving[:, :, :2] *= torch.tensor([1.0, 1.0, 0.5, 0.5]).view(4, 1, 1)  # scale 1 or 0.5
-    spread = region_spread(moving)
+    assert region_spread(torch.zeros(4, 2), torch.ones(4)) == {"centre_spread": 0.0, "scale_spread": 0.0}
+    centre = torch.tensor([[0.2, 0], [-0.2, 0], [0.2, 0], [-0.2, 0]])  # ±0.1 of the side
+    spread = region_spread(centre, torch.tensor([1.0, 1.0, 0.5, 0.5]))
     assert spread["centre_spread"] == pytest.approx(0.1)
     assert spread["scale_spread"] == pytest.approx(torch.tensor([1.0, 1, 0.5, 0.5]).std().item() / 0.75)
 
@@ -170,3 +167,12 @@ def test_an_unwritable_output_is_refused_before_any_work(data_env, tiny_runs, tm
     blocker.write_text("")
     result = run_cli("robustness", str(tiny_runs / "plain"), "-o", str(blocker / "out"))
     assert result.returncode == 2 and result.stderr.startswith(f"stn-gtsrb: error: cannot create {blocker / 'out'}")
+
+
+def test_a_still_track_has_a_still_region_in_every_family(data_env, family_runs):
+    train_split = load_tensors(32)["train"]
+    frames, label = track_frames(train_split, 5)
+    for family in ("projective", "tps"):
+        model, _, normalizer = load_trained(family_runs / family)
+        still = track_figures(model, normalizer, frames[:1].repeat(4, 1, 1, 1), label)
+        assert all(t["centre_spread"] < 1e-6 and t["scale_spread"] < 1e-6 for t in still["transformers"].values())
