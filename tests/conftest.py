@@ -92,6 +92,20 @@ def tiny_runs(tmp_path_factory, prepared, shared_dir):
     return root
 
 
+@pytest.fixture(scope="session")
+def family_runs(tmp_path_factory, prepared, shared_dir):
+    """Tiny trained runs with two projective transformers and with two thin-plate splines (3×3 control
+    points), each with a recorded epoch 1, named by their family."""
+    root = tmp_path_factory.mktemp("family_runs")
+    for family in ("projective", "tps"):
+        cfg = TrainConfig(net="lecun", cnn="4,8,16", n=500, epochs=1, optimizer="adam", lr=0.003, val=True, st=True,
+                          locnet="4,4,8", locnet2="4,4,4", transform=family, tps_grid=3)
+        recorder = TrainingRecorder.for_run(cfg, 4, root / family, prepared, str(shared_dir), echo=lambda _: None)
+        train(cfg, root / family, callbacks=[recorder], data_dir=prepared, source=str(shared_dir),
+              echo=lambda _: None)
+    return root
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder; ``truncate_once`` names files cut short on their first request."""
 

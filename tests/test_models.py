@@ -12,7 +12,7 @@ from stn_gtsrb.normalization import _named_constants
 TINY = {"lecun": "4,6,8", "idsia": "4,6,8,10"}
 DEPTH = {"lecun": 2, "idsia": 3}
 FAMILIES = ["affine", "rotation", "scale", "translation", "rotation+scale", "rotation+translation",
-            "scale+translation", "rotation+scale+translation"]
+            "scale+translation", "rotation+scale+translation", "projective", "tps"]
 CASES = [(name, position, transform)
          for name in list_models()
          for position in range(1, DEPTH[name] + 1)
@@ -39,7 +39,7 @@ def test_forward_backward_with_a_transformer(name, position, transform, multisca
 
 
 @pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("transform", ["affine", "rotation+scale+translation"])
+@pytest.mark.parametrize("transform", ["affine", "rotation+scale+translation", "projective", "tps"])
 def test_a_step_builds_no_tensor_from_python_data(name, transform, monkeypatch):
     """The hot loop: once the first call has filled the normalisation cache, forward and backward
     build no tensor from Python numbers and compute no normalisation constant again."""

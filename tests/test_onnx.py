@@ -35,6 +35,21 @@ def test_a_transformer_net_exports_whole_and_runs_alike(tiny_runs, official, tmp
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
+@pytest.mark.parametrize("family,theta_shape", [("projective", [3, 3]), ("tps", [9, 2])])
+def test_projective_and_spline_nets_export_whole_and_run_alike(family_runs, official, tmp_path, family, theta_shape):
+    model, cfg, normalizer = load_trained(family_runs / family)
+    agree(model, cfg, normalizer, official["test"].images[:64], tmp_path / "m.onnx")
+    graph = onnx.load(tmp_path / "m.onnx")
+    assert [o.name for o in graph.graph.output] == ["logits", "theta1", "theta2"]
+    assert "GridSample" in {node.op_type for node in graph.graph.node}
+    images = official["test"].images[:5]
+    thetas = OnnxClassifier(tmp_path / "m.onnx").session.run(["theta1", "theta2"], {"images": images.float().numpy()})
+    _, expected = model(normalizer(images), return_thetas=True)
+    for position, theta in enumerate(thetas, 1):
+        assert list(theta.shape) == [5, *theta_shape]
+        assert (torch.from_numpy(theta) - expected[position]).abs().max() < 1e-5
+
+
 def test_the_shipped_model_on_real_test_images(real_env, tmp_path):
     model, cfg, normalizer = load_pretrained()
     agree(model, cfg, normalizer, data.load_tensors(32)["test"].images[:64], tmp_path / "shipped.onnx")

@@ -1,4 +1,4 @@
-"""``stn-gtsrb robustness``: the distortions, track stability, the command's files and its errors."""
+"""``stn-gtsrb robustness``: the distortions (tilt included), track stability, the command's files and its errors."""
 
 from __future__ import annotations
 
@@ -7,14 +7,25 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from cli_helpers import quiet, run_cli
 from stn_gtsrb import TrainConfig, evaluate, train
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.data import load_tensors, validation_tracks
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.robustness import DEFAULT_LEVELS, Draws, check_levels, content_thetas, distort, robustness_rows
+from stn_gtsrb.robustness import (
+    DEFAULT_LEVELS,
+    TILT_DISTANCE,
+    Draws,
+    check_levels,
+    content_thetas,
+    distort,
+    robustness_rows,
+    tilt_thetas,
+)
 from stn_gtsrb.stability import mean_figures, region_spread, trace_transformers, track_figures, track_frames
+from stn_gtsrb.transformer import matrix_points
 
 
 def square_image(size: int = 32, at: tuple[int, int] = (12, 12), side: int = 4) -> torch.Tensor:
@@ -25,8 +36,8 @@ def square_image(size: int = 32, at: tuple[int, int] = (12, 12), side: int = 4) 
     return image
 
 
-def draws(turn: float = 1.0, direction: float = 0.0, zoom: float = 1.0) -> Draws:
-    return Draws(torch.tensor([turn]), torch.tensor([direction]), torch.tensor([zoom]))
+def draws(turn: float = 1.0, direction: float = 0.0, zoom: float = 1.0, axis: int = 0) -> Draws:
+    return Draws(torch.tensor([turn]), torch.tensor([direction]), torch.tensor([zoom]), torch.tensor([axis]))
 
 
 def white(image: torch.Tensor) -> set[tuple[int, int]]:
@@ -35,8 +46,9 @@ def white(image: torch.Tensor) -> set[tuple[int, int]]:
 
 def test_level_zero_is_the_identity_and_a_shift_moves_the_content_by_that_fraction_of_the_side():
     image = square_image()
-    for transform in ("rotation", "shift", "combined"):
+    for transform in ("rotation", "shift", "combined", "tilt"):
         assert torch.equal(distort(image, transform, 0, draws()), image)
+    assert torch.equal(distort(image, "tilt", 0, draws(axis=1)), image)
     assert torch.equal(distort(image, "scale", 1.0, draws()), image)
     right = distort(image, "shift", 0.25, draws(direction=0.0))  # 8 px to the right
     assert white(right) == {(r, c + 8) for r, c in white(image)}
@@ -62,6 +74,44 @@ def test_draws_are_seeded():
     assert torch.equal(a.turn, b.turn) and torch.equal(a.direction, b.direction) and torch.equal(a.zoom, b.zoom)
     assert not torch.equal(a.direction, c.direction)
     assert set(a.turn.tolist()) == {-1.0, 1.0} and set(a.zoom.tolist()) == {-1.0, 1.0}
+    assert set(a.axis.tolist()) == {0, 1} and torch.equal(a.axis, b.axis)
+
+
+@pytest.mark.parametrize("angle", [-60.0, -25.0, 10.0, 45.0, 60.0])
+def test_tilt_samples_the_pinhole_view_of_the_turned_image(angle):
+    """A point (u, v) of the image, turned about its vertical axis by a and seen from TILT_DISTANCE d
+    half-sides away, lies at d·(u cos a, v) / (d - u sin a); the tilt's theta maps that view point back."""
+    u, v = torch.meshgrid(torch.linspace(-1, 1, 5, dtype=torch.float64), torch.linspace(-1, 1, 5,
+                                                                                         dtype=torch.float64),
+                          indexing="ij")
+    a, d = math.radians(angle), TILT_DISTANCE
+    depth = d - u.flatten() * math.sin(a)
+    seen = torch.stack([d * u.flatten() * math.cos(a), d * v.flatten()], 1) / depth[:, None]
+    about = {0: tilt_thetas(torch.tensor([angle], dtype=torch.float64), torch.tensor([0])),
+             1: tilt_thetas(torch.tensor([angle], dtype=torch.float64), torch.tensor([1]))}
+    image_points = torch.stack([u.flatten(), v.flatten()], 1)
+    assert torch.allclose(matrix_points(about[0], seen[None])[0], image_points, atol=1e-12)
+    swapped = matrix_points(about[1], seen.flip(1)[None])[0].flip(1)  # about the horizontal axis: x, y swap
+    assert torch.allclose(swapped, image_points, atol=1e-12)
+
+
+def test_tilt_brings_one_side_nearer_and_replicates_the_edges():
+    image = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    image[..., 0, :] = image[..., -1, :] = image[..., :, 0] = image[..., :, -1] = 100
+    image[..., 8:24, 3:7] = image[..., 8:24, 25:29] = 255  # two equal stripes, left and right
+    right_nearer = distort(image, "tilt", 50, draws(turn=1.0))
+    left_nearer = distort(image, "tilt", 50, draws(turn=-1.0))
+
+    def stripes(picture):
+        white = picture[0, 0] == 255
+        return int(white[:, :16].sum()), int(white[:, 16:].sum())
+
+    left, right = stripes(right_nearer)
+    assert right > left > 0 and stripes(left_nearer) == (right, left)  # mirror images
+    far = right_nearer[0, 0, :, :8]  # the far side, shrunk: around it, the edge replicated (no black)
+    assert (far[:, 0] == 100).all() and (far[0] == 100).all() and (far[-1] == 100).all()
+    rows_nearer = distort(image.transpose(2, 3).contiguous(), "tilt", 50, draws(axis=1))
+    assert torch.equal(rows_nearer, right_nearer.transpose(2, 3))  # about the horizontal axis: the same, turned
 
 
 def test_the_rows_are_reproducible_for_a_seed_and_cover_every_level_and_model():
@@ -84,6 +134,7 @@ def test_the_rows_are_reproducible_for_a_seed_and_cover_every_level_and_model():
     ({"scale": (0.0,)}, "--scale levels must lie in [0.25, 4], got 0.0"),
     ({"shift": (float("nan"),)}, "--shift levels must lie in [0, 0.5], got nan"),
     ({"combined": ()}, "--combined levels must lie in [0, 1], got none"),
+    ({"tilt": (30, 80)}, "--tilt levels must lie in [0, 70], got 80"),
 ])
 def test_levels_out_of_range_are_refused(levels, message):
     with pytest.raises(StnError) as error:
@@ -93,12 +144,9 @@ def test_levels_out_of_range_are_refused(levels, message):
 
 
 def test_region_spread_and_variation_of_still_and_moving_frames():
-    still = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).repeat(4, 1, 1)
-    assert region_spread(still) == {"centre_spread": 0.0, "scale_spread": 0.0}
-    moving = still.clone()
-    moving[:, 0, 2] = torch.tensor([0.2, -0.2, 0.2, -0.2])  # centre ±0.1 of the side
-    moving[:, :, :2] *= torch.tensor([1.0, 1.0, 0.5, 0.5]).view(4, 1, 1)  # scale 1 or 0.5
-    spread = region_spread(moving)
+    assert region_spread(torch.zeros(4, 2), torch.ones(4)) == {"centre_spread": 0.0, "scale_spread": 0.0}
+    centre = torch.tensor([[0.2, 0], [-0.2, 0], [0.2, 0], [-0.2, 0]])  # ±0.1 of the side
+    spread = region_spread(centre, torch.tensor([1.0, 1.0, 0.5, 0.5]))
     assert spread["centre_spread"] == pytest.approx(0.1)
     assert spread["scale_spread"] == pytest.approx(torch.tensor([1.0, 1, 0.5, 0.5]).std().item() / 0.75)
 
@@ -127,12 +175,13 @@ def test_the_command_writes_tables_a_plot_and_stability_on_unseen_tracks(data_en
     train(full, tmp_path / "full", echo=quiet)
     out = tmp_path / "out"
     result = run_cli("robustness", str(tiny_runs / "st"), str(tmp_path / "full"), "-o", str(out),
-                     "--rotation", "0,20", "--scale", "0.75,1", "--shift", "0,0.2", "--combined", "0,0.5")
+                     "--rotation", "0,20", "--scale", "0.75,1", "--shift", "0,0.2", "--combined", "0,0.5",
+                     "--tilt", "0,30")
     assert result.returncode == 0, result.stderr
     assert {p.name for p in out.iterdir()} >= {"robustness.json", "robustness.md", "robustness.png"}
     saved = json.loads((out / "robustness.json").read_text())
     assert [m["name"] for m in saved["models"]] == ["st", "full"] and saved["models"][0]["transformers"] == [1, 2]
-    assert len(saved["robustness"]) == 2 * 8
+    assert len(saved["robustness"]) == 2 * 10 and saved["split"] == "test"
     level0 = {r["model"]: r["accuracy"] for r in saved["robustness"]
               if r["transform"] == "rotation" and r["level"] == 0}
     # undistorted = the test accuracy, both in fp32 (eval's default is the run's own precision: bf16 where fast)
@@ -144,7 +193,9 @@ def test_the_command_writes_tables_a_plot_and_stability_on_unseen_tracks(data_en
     assert [(m["model"], m["trained_on"]) for m in stability["models"]] == [("st", 0), ("full", len(tracks))]
     assert set(stability["models"][0]["transformers"]) == {"1", "2"} and stability["models"][1]["transformers"] == {}
     text = (out / "robustness.md").read_text()
-    assert "## rotation" in text and "## Track stability" in text and "| 20 |" in text
+    assert "## rotation" in text and "## Track stability" in text and "| 20 |" in text and "## tilt" in text
+    assert "on 258 GTSRB test images" in text
+    assert Image.open(out / "robustness.png").size == (2000, 360)  # five panels: tilt's too
 
     again = run_cli("robustness", str(tiny_runs / "st"), "-o", str(out), "--n", "10")
     assert again.returncode == 2 and "robustness.json exists: use --overwrite" in again.stderr
@@ -170,3 +221,41 @@ def test_an_unwritable_output_is_refused_before_any_work(data_env, tiny_runs, tm
     blocker.write_text("")
     result = run_cli("robustness", str(tiny_runs / "plain"), "-o", str(blocker / "out"))
     assert result.returncode == 2 and result.stderr.startswith(f"stn-gtsrb: error: cannot create {blocker / 'out'}")
+
+
+def test_projective_and_spline_models_are_measured_on_their_validation_tracks(data_env, family_runs, tmp_path):
+    out = tmp_path / "out"
+    runs = [str(family_runs / family) for family in ("projective", "tps")]
+    result = run_cli("robustness", *runs, "--split", "val", "-o", str(out), "--rotation", "0,20", "--scale", "1",
+                     "--shift", "0", "--combined", "0", "--tilt", "0,40")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "robustness.json").read_text())
+    assert saved["split"] == "val" and [m["transform"] for m in saved["models"]] == ["projective", "tps"]
+    for family in ("projective", "tps"):
+        level0 = [r for r in saved["robustness"] if r["model"] == family and r["transform"] == "tilt"][0]
+        expected = evaluate(family_runs / family, "val", precision="fp32")
+        assert level0["level"] == 0 and level0["accuracy"] == expected["accuracy"]
+        assert level0["total"] == saved["n"] == expected["total"]
+    stable = saved["stability"]
+    assert stable["origin"] == "the validation tracks of projective" and len(stable["models"]) == 2
+    for model in stable["models"]:
+        assert model["trained_on"] == 0 and set(model["transformers"]) == {"1", "2"}
+        spreads = [(f["centre_spread"], f["scale_spread"]) for f in model["transformers"].values()]
+        assert all(0 <= value < 1 for pair in spreads for value in pair) and max(max(spreads)) > 0
+    text = (out / "robustness.md").read_text()
+    assert f"on {saved['n']} GTSRB validation images (the held-out tracks)" in text and "## tilt" in text
+
+
+def test_a_still_track_has_a_still_region_in_every_family(data_env, family_runs):
+    train_split = load_tensors(32)["train"]
+    frames, label = track_frames(train_split, 5)
+    for family in ("projective", "tps"):
+        model, _, normalizer = load_trained(family_runs / family)
+        still = track_figures(model, normalizer, frames[:1].repeat(4, 1, 1, 1), label)
+        assert all(t["centre_spread"] < 1e-6 and t["scale_spread"] < 1e-6 for t in still["transformers"].values())
+
+
+def test_the_validation_split_needs_models_trained_with_it(data_env, tmp_path):
+    result = run_cli("robustness", "--pretrained", "--split", "val", "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--split val needs models trained with --val; pretrained was trained without one" in result.stderr

@@ -105,7 +105,7 @@ def test_a_run_saved_before_an_option_existed_still_resumes(data_env, tmp_path):
     train(cfg, tmp_path / "run", echo=quiet)
     config = tmp_path / "run" / "config.json"
     config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items()
-                                  if not k.startswith("jitter")}))
+                                  if not k.startswith("jitter") and k not in ("transform", "tps_grid")}))
     assert train(cfg, tmp_path / "run", resume=True, echo=quiet)["epochs"] == 1
 
 
@@ -164,6 +164,9 @@ def test_learning_rate_schedules():
     (["--locnet3", "4,4,4"], "--locnet3 needs a third conv block, which lecun lacks"),
     (["--optimizer", "nesterov"], "--optimizer nesterov needs --momentum > 0"),
     (["--optimizer", "lbfgs"], "--optimizer must be one of sgd, nesterov, adam, rmsprop, got 'lbfgs'"),
+    (["--transform", "shear"], "--transform must be one of affine, projective, tps, got 'shear'"),
+    (["--transform", "tps", "--rot"], "--rot, --sca and --tra restrict the affine family, not --transform tps"),
+    (["--tps-grid", "1"], "--tps-grid must be an integer of at least 2 (control points per side), got 1"),
     (["--net", "idsia", "--locnet2", "1,x,3"], "--locnet2 must be 3 comma-separated positive integers"),
     (["--rot", "--st", "--locnet", "4,4"], "--locnet must be 3 comma-separated positive integers"),
     (["--precision", "fp16", "-n", "100", "--cnn", "2,2,2"], "--precision must be one of auto, fp32, bf16"),

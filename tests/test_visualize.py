@@ -11,7 +11,17 @@ from cli_helpers import run_cli
 from stn_gtsrb import TrainConfig, device_data, train
 from stn_gtsrb.classes import CLASS_NAMES
 from stn_gtsrb.report import confusion_matrix, most_confused
-from stn_gtsrb.visualize import CAPTION_HEIGHT, MARGIN, RECORDED_IMAGES, TrainingRecorder, compose, corners
+from stn_gtsrb.transformer import SpatialTransformer, matrix_points
+from stn_gtsrb.visualize import (
+    CAPTION_HEIGHT,
+    MARGIN,
+    RECORDED_IMAGES,
+    Region,
+    TrainingRecorder,
+    compose,
+    corners,
+    panel_row,
+)
 from synthetic_gtsrb import CLASSES, FRAMES, TRACKS
 
 SIZE, SCALE = 32, 4
@@ -37,6 +47,66 @@ def test_composition_of_two_transforms():
     # inner's region inside outer's output frame, mapped through outer onto the image
     assert corners(compose(outer, inner), SIZE)[0].tolist() == [[20, 8], [28, 8], [28, 16], [20, 16]]
     assert torch.allclose(compose(theta(1, 0, 0, 0, 1, 0), inner), inner)
+
+
+def test_a_region_through_a_spline_maps_points_one_transformer_at_a_time():
+    outer, inner = theta(0.5, 0, 0.5, 0, 0.5, 0), theta(0.5, 0, 0, 0, 0.5, -0.5)
+    spline = SpatialTransformer(3, SIZE, (2, 2, 2), "tps", tps_grid=3).double()
+    affine = SpatialTransformer(3, SIZE, (2, 2, 2)).double()
+    as_spline = matrix_points(outer, spline.control)  # a spline through the outer affine's control points
+    region = Region([(spline, as_spline), (affine, inner)])
+    assert region.matrix is None
+    # the same corners as the composed affine matrices
+    pixels = (region.points(torch.tensor([[-1.0, -1], [1, -1], [1, 1], [-1, 1]])) + 1) * SIZE / 2
+    assert pixels[0].flatten().tolist() == pytest.approx([20, 8, 28, 8, 28, 16, 20, 16], abs=1e-6)
+    projective = SpatialTransformer(3, SIZE, (2, 2, 2), "projective").double()
+    keystone = torch.tensor([[[0.5, 0, 0], [0, 0.5, 0], [0, 0.25, 1]]], dtype=torch.float64)
+    both = Region([(projective, keystone), (affine, inner)])
+    assert torch.allclose(both.matrix, keystone @ torch.cat([inner, torch.tensor([[[0.0, 0, 1]]])], 1))
+
+
+def square_marks(transform: str, matrix: torch.Tensor) -> torch.Tensor:
+    """The grey source panel of a black image with the marks of one transformer of ``transform``,
+    sampling the input by ``matrix`` (3×3): ``(S·SCALE, S·SCALE)``."""
+    module = SpatialTransformer(3, SIZE, (2, 2, 2), transform, tps_grid=3).double()
+    if transform == "tps":
+        region_theta = matrix_points(matrix, module.control)
+    else:
+        region_theta = matrix if transform == "projective" else matrix[:, :2]
+    row = panel_row(torch.zeros(3, SIZE, SIZE, dtype=torch.uint8), {1: Region([(module, region_theta)])}, SCALE, "")
+    return gray(row)[CAPTION_HEIGHT:CAPTION_HEIGHT + SIZE * SCALE, MARGIN:MARGIN + SIZE * SCALE]
+
+
+def lit_near(panel: torch.Tensor, x: float, y: float) -> bool:
+    """Whether a pixel within 1 of (x, y) (enlarged pixels) is drawn."""
+    return bool(panel[round(y) - 1:round(y) + 2, round(x) - 1:round(x) + 2].max() > 200)
+
+
+def test_the_outline_of_a_projective_region_and_the_control_grid_of_a_spline_are_drawn():
+    half = torch.tensor([[[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]], dtype=torch.float64)  # the middle half
+    affine, grid = square_marks("affine", half), square_marks("tps", half)
+    assert lit_near(affine, 32, 32) and not lit_near(affine, 64, 32)  # affine: corner dots alone
+    assert lit_near(grid, 64, 32) and lit_near(grid, 48, 64) and lit_near(grid, 64, 80)  # the 3×3 grid's lines
+    assert not lit_near(grid, 48, 48)  # between them
+    keystone = torch.tensor([[[0.5, 0, 0], [0, 0.5, 0], [0, 0.25, 1]]], dtype=torch.float64)
+    panel = square_marks("projective", keystone)
+    top_left, top_right, bottom_right, _ = (corners(keystone, SIZE)[0] * SCALE).tolist()
+    for start, end in ((top_left, top_right), (top_right, bottom_right)):
+        middle = [(a + b) / 2 for a, b in zip(start, end, strict=True)]
+        assert lit_near(panel, *middle)
+    assert not lit_near(panel, 64, 64)
+
+
+@pytest.mark.parametrize("family", ["projective", "tps"])
+def test_plot_animate_and_the_recorder_draw_every_family(family_runs, data_env, tmp_path, family):
+    run = family_runs / family
+    result = run_cli("plot", str(run), "-o", str(tmp_path / "p.png"), "--count", "2", "--split", "val")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "p.png").size == (panel_width(3), CAPTION_HEIGHT + 2 * (CAPTION_HEIGHT + 128 + 4))
+    result = run_cli("animate", str(run), "--class", "3", "-o", str(tmp_path / "t.gif"))
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "t.gif").n_frames == FRAMES
+    assert Image.open(run / "st_epoch1.gif").n_frames == len(list((run / "st_frames").glob("step_*.png"))) == 4
 
 
 def test_confusion_and_most_confused_pairs():

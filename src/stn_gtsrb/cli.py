@@ -8,7 +8,7 @@
     stn-gtsrb predict IMAGE... [-m RUN]  top-k classes of image files (default: the shipped model)
     stn-gtsrb export RUN -o F.safetensors|F.onnx  a trained model as a weights file or an ONNX graph
     stn-gtsrb bench GRID -o DIR          train and score every cell of a grid (table DIR: redo the table)
-    stn-gtsrb robustness RUN... -o DIR   models side by side under rotation, scale and shift; track stability
+    stn-gtsrb robustness RUN... -o DIR   models side by side under rotation, scale, shift and tilt; track stability
 
 Every user error (StnError) prints one line ``stn-gtsrb: error: ...`` and
 exits with code 2.
@@ -220,7 +220,7 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     sources = ([robustness_report.PRETRAINED] if args.pretrained else []) + args.models
     subjects = robustness_report.load_subjects(sources, args.device, args.best)
     result = robustness_report.measure(subjects, levels, args.n, args.seed, tracks, args.data_dir, args.source,
-                                       args.download, progress=sys.stderr.isatty())
+                                       args.download, progress=sys.stderr.isatty(), split=args.split)
     for path in robustness_report.write_results(result, args.output):
         print(f"wrote {path}")
 

@@ -181,15 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help=".safetensors: keep float32 parameters (default: float16)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
-    ro = commands.add_parser("robustness", help="models side by side: accuracy under rotation, scale and shift, "
-                                                "and track stability")
+    ro = commands.add_parser("robustness", help="models side by side: accuracy under rotation, scale, shift and "
+                                                "tilt, and track stability")
     ro.add_argument("models", nargs="*", help="run directories (their final models), .pt checkpoints or "
                                               ".safetensors weights files")
     ro.add_argument("--pretrained", action="store_true", help="also the model shipped with the package (first)")
     ro.add_argument("--best", action="store_true", help=BEST_HELP)
     ro.add_argument("-o", "--output", type=Path, required=True,
                     help="directory for robustness.json, robustness.md and robustness.png")
-    ro.add_argument("--n", type=int, default=None, help="a seeded random subset of N test images (default: all)")
+    ro.add_argument("--split", default="test", choices=("test", "val"),
+                    help="score the test images, or the validation tracks that the models (all trained with --val "
+                         "and the same --val-seed and --val-tracks) held out, for choosing among them (default: test)")
+    ro.add_argument("--n", type=int, default=None, help="a seeded random subset of N images (default: all)")
     ro.add_argument("--seed", type=int, default=0, help="seed of the subset and of the distortions' draws "
                                                         "(default: 0)")
     ro.add_argument("--tracks", default=None, metavar="IDS",

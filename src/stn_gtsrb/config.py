@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from .errors import StnError
 from .models import DEFAULT_CNN, check_model_name, parse_widths
 from .normalization import KERNELS
-from .transformer import parse_transform
+from .transformer import PROJECTIVE, TPS, TPS_GRID, check_tps_grid, parse_transform
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "rmsprop")
 SAVED_BEFORE = {"legacy_norm": True}  # behaviour of saved configs that lack these options
 RENAMED = {"no_norm": "norm", "no_lnorm": "lnorm", "no_cnorm": "cnorm"}  # old name -> switch of the opposite sense
 SCHEDULES = ("none", "step", "cosine", "linear")
+TRANSFORMS = ("affine", PROJECTIVE, TPS)
 
 
 def _opt(default, help: str, **metadata):
@@ -59,6 +60,9 @@ class TrainConfig:
     rot: bool = _opt(False, "restrict transformers to rotation (combine with --sca/--tra; none: full affine)")
     sca: bool = _opt(False, "restrict transformers to isotropic scale (combinable)")
     tra: bool = _opt(False, "restrict transformers to translation (combinable)")
+    transform: str = _opt("affine", "transformers' family: affine (restricted by --rot/--sca/--tra), projective (a "
+                                    "homography) or tps (a thin-plate spline, --tps-grid)", choices=TRANSFORMS)
+    tps_grid: int = _opt(TPS_GRID, "with --transform tps: control points per side of the spline's grid")
     # --- optimisation
     epochs: int = _opt(10, "number of training epochs")
     batch_size: int = _opt(50, "mini-batch size")
@@ -90,10 +94,11 @@ class TrainConfig:
         return self.cnn or DEFAULT_CNN[self.net]
 
     @property
-    def transform(self) -> str:
+    def transform_spec(self) -> str:
+        """The transformers' family as models.py takes it: ``--transform``, or the affine restriction."""
         chosen = [name for flag, name in ((self.rot, "rotation"), (self.sca, "scale"), (self.tra, "translation"))
                   if flag]
-        return "+".join(chosen) or "affine"
+        return "+".join(chosen) or self.transform
 
     @property
     def transformers(self) -> dict[int, str]:
@@ -103,7 +108,7 @@ class TrainConfig:
     def model_options(self) -> dict:
         """Keyword arguments for ``create_model(self.net, ...)``."""
         return dict(cnn=self.widths, image_size=self.image_size, transformers=self.transformers,
-                    transform=self.transform, multiscale=self.ms, cnorm=self.cnorm,
+                    transform=self.transform_spec, tps_grid=self.tps_grid, multiscale=self.ms, cnorm=self.cnorm,
                     cnorm_kernel=self.cnorm_kernel, dropout=self.dropout, legacy_norm=self.legacy_norm,
                     batchnorm=self.batchnorm)
 
@@ -135,7 +140,10 @@ class TrainConfig:
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")
         parse_widths(self.widths, 4 if self.net == "idsia" else 3, f"--cnn for {self.net}")
-        parse_transform(self.transform)
+        if self.transform != "affine" and (self.rot or self.sca or self.tra):
+            raise StnError(f"--rot, --sca and --tra restrict the affine family, not --transform {self.transform}")
+        check_tps_grid(self.tps_grid)
+        parse_transform(self.transform_spec)
         if self.val and self.test_curve:
             raise StnError("--test-curve scores the test set, which a run with --val never does (the test set stays "
                            "blind while choosing); score a finished run with `stn-gtsrb eval RUN`")

@@ -17,7 +17,9 @@ the last block's input, max-pooled to the block's output size, is
 concatenated with its output before the fc layer.
 
 ``model(x)`` maps ``(B, 3, S, S)`` to logits ``(B, num_classes)``;
-``model(x, return_thetas=True)`` also returns ``{position: theta (B, 2, 3)}``.
+``model(x, return_thetas=True)`` also returns ``{position: theta}`` (its shape
+depends on the transform family: ``(B, 2, 3)`` affine, ``(B, 3, 3)``
+projective, ``(B, K², 2)`` thin-plate spline; see transformer.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import nn
 
 from .errors import StnError
 from .normalization import KERNELS, ContrastiveNorm
-from .transformer import SpatialTransformer
+from .transformer import TPS_GRID, SpatialTransformer
 
 NUM_CLASSES = 43
 PADDING = 2  # every conv of the original uses padding 2
@@ -95,7 +97,8 @@ class ConvNet(nn.Module):
         fc_width: units of the hidden fully connected layer.
         image_size: side of the square input images.
         transformers: ``{block position (1-based): loc-net widths}``.
-        transform: transform family for all transformers, or ``{position: family}``.
+        transform: transform family for all transformers, or ``{position: family}`` (transformer.py).
+        tps_grid: control points per side of the ``"tps"`` family's spline.
         multiscale: concatenate the last block's pooled input to its output.
         cnorm: contrastive normalisation after each block; cnorm_kernel its kernel; legacy_norm
             its stn-gtsrb 0.1 formula (see normalization.py).
@@ -107,7 +110,7 @@ class ConvNet(nn.Module):
                  num_classes: int = NUM_CLASSES, transformers: dict | None = None,
                  transform: str | dict = "affine", multiscale: bool = False, cnorm: bool = True,
                  cnorm_kernel: str = "uniform9", in_channels: int = 3, dropout: float = 0.0,
-                 legacy_norm: bool = False, batchnorm: bool = False):
+                 legacy_norm: bool = False, batchnorm: bool = False, tps_grid: int = TPS_GRID):
         super().__init__()
         transformers = dict(transformers or {})
         bad = sorted(set(transformers) - set(range(1, len(convs) + 1)))
@@ -127,7 +130,7 @@ class ConvNet(nn.Module):
                     family = transform.get(position, "affine") if isinstance(transform, dict) else transform
                     widths = parse_widths(transformers[position], 3, f"loc-net widths at position {position}")
                     self.transformers[str(position)] = SpatialTransformer(probe.shape[1], probe.shape[2],
-                                                                          widths, family)
+                                                                          widths, family, tps_grid)
                 self.blocks.append(conv_block(probe.shape[1], width, kernel, cnorm_kernel if cnorm else None,
                                               legacy_norm, batchnorm))
                 probe = self._probe(position, probe)
@@ -150,7 +153,7 @@ class ConvNet(nn.Module):
         return y
 
     def trace(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
-        """Logits, and per transformer position its theta ``(B, 2, 3)`` and output map."""
+        """Logits, and per transformer position its theta and output map."""
         thetas, warped = {}, {}
         for position in range(1, self.depth + 1):
             if str(position) in self.transformers:

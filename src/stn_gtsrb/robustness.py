@@ -1,8 +1,8 @@
-"""Geometric robustness: test accuracy of trained models under controlled rotation, scale and shift.
+"""Geometric robustness: accuracy of trained models under controlled rotation, scale, shift and tilt.
 
-``stn-gtsrb robustness`` distorts the raw test images (uint8, before each
-model's own normalisation) and scores every model on the same distorted
-images. A distortion moves each image's content about the image centre;
+``stn-gtsrb robustness`` distorts raw images (uint8, before each model's own
+normalisation; the test images, or a validation split) and scores every model
+on the same distorted images. A distortion moves each image's content about the image centre;
 samples falling outside the image read its nearest edge pixel (no black
 corners), and the result is rounded back to uint8, a picture like any other:
 
@@ -11,8 +11,12 @@ corners), and the result is rounded back to uint8, a picture like any other:
     shift s      the content moved by s of the image side, in a direction drawn per image
     combined t   all three at fraction t of the default ranges: turned by 45·t degrees,
                  scaled by 1 ± 0.4·t (zoom in or out, drawn per image), moved by 0.25·t
+    tilt a       the sign seen a degrees off-axis: turned about its vertical or its horizontal
+                 axis (drawn per image), one way or the other (the turn's draw), and viewed
+                 by a pinhole camera ``TILT_DISTANCE`` half-sides away that keeps its centre in
+                 the middle: a perspective warp (a homography), the near side larger
 
-The draws (turn direction, shift direction, zoom in or out) are made once per
+The draws (turn direction, shift direction, zoom in or out, tilt axis) are made once per
 image from the seed, so every level and every model sees the same images
 moved the same way, and a result is reproducible.
 """
@@ -29,14 +33,17 @@ from tqdm import tqdm
 from .errors import StnError
 from .transformer import warp
 
-TRANSFORMS = ("rotation", "scale", "shift", "combined")
+TRANSFORMS = ("rotation", "scale", "shift", "combined", "tilt")
 DEFAULT_LEVELS = {"rotation": (0, 5, 10, 15, 20, 25, 30, 35, 40, 45),  # degrees, either way
                   "scale": (0.6, 0.7, 0.75, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4),  # content size factor
                   "shift": (0, 0.05, 0.1, 0.15, 0.2, 0.25),  # fraction of the side
-                  "combined": (0, 0.2, 0.4, 0.6, 0.8, 1.0)}  # fraction of the ranges above
-LIMITS = {"rotation": (0, 180), "scale": (0.25, 4), "shift": (0, 0.5), "combined": (0, 1)}  # allowed levels
+                  "combined": (0, 0.2, 0.4, 0.6, 0.8, 1.0),  # fraction of the ranges above
+                  "tilt": (0, 10, 20, 30, 40, 50, 60)}  # degrees off-axis
+LIMITS = {"rotation": (0, 180), "scale": (0.25, 4), "shift": (0, 0.5), "combined": (0, 1),
+          "tilt": (0, 70)}  # allowed levels (a tilt of 71.6° would bring the horizon into the view)
 UNITS = {"rotation": "degrees, either way", "scale": "content size factor", "shift": "fraction of the side",
-         "combined": "fraction of ±45°, 1 ± 0.4 and 0.25"}
+         "combined": "fraction of ±45°, 1 ± 0.4 and 0.25", "tilt": "degrees off-axis, either way, about either axis"}
+TILT_DISTANCE = 3.0  # the tilt's camera distance in half-sides of the image: a 37° view of the upright image
 
 
 def check_levels(levels: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
@@ -54,11 +61,12 @@ def check_levels(levels: dict[str, tuple[float, ...]]) -> dict[str, tuple[float,
 @dataclass
 class Draws:
     """The per-image random choices ``(N,)``: turn (±1), shift direction (radians; 0 = right, y down),
-    zoom (+1: in, −1: out, for ``combined``)."""
+    zoom (+1: in, −1: out, for ``combined``), tilt axis (0: vertical, 1: horizontal)."""
 
     turn: torch.Tensor
     direction: torch.Tensor
     zoom: torch.Tensor
+    axis: torch.Tensor
 
     @classmethod
     def make(cls, n: int, seed: int) -> "Draws":
@@ -66,7 +74,8 @@ class Draws:
         turn = torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1
         direction = torch.rand(n, generator=generator) * 2 * math.pi
         zoom = torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1
-        return cls(turn, direction, zoom)
+        axis = torch.randint(0, 2, (n,), generator=generator)  # drawn last: the others stay as they were
+        return cls(turn, direction, zoom, axis)
 
 
 def distortion(transform: str, level: float, draws: Draws) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,14 +106,36 @@ def content_thetas(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
     return torch.cat([inverse, -(inverse @ moved.unsqueeze(2))], dim=2)
 
 
+def tilt_thetas(angle: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    """Sampling homographies ``(N, 3, 3)`` (transformer.py's projective convention: output -> input) that
+    show each image turned by ``angle`` degrees about its vertical (``axis`` 0) or horizontal (1) axis
+    through its centre, seen by a pinhole camera ``TILT_DISTANCE`` (``d``) half-sides away.
+
+    Turned about the vertical axis, the image point ``(u, v)`` is seen at
+    ``(u·cos a, v) / (1 - u·sin a / d)`` (a positive angle brings the right edge nearer); sampling
+    inverts that: ``(x, y) -> (x, y·cos a) / (cos a + x·sin a / d)``. About the horizontal axis, x
+    and y swap roles (a positive angle brings the bottom edge nearer). Zero degrees: the identity.
+    """
+    radians = angle * math.pi / 180
+    cos, lean = torch.cos(radians), torch.sin(radians) / TILT_DISTANCE
+    zero, one, vertical = torch.zeros_like(cos), torch.ones_like(cos), axis == 0
+    rows = [torch.where(vertical, one, cos), zero, zero,
+            zero, torch.where(vertical, cos, one), zero,
+            torch.where(vertical, lean, zero), torch.where(vertical, zero, lean), cos]
+    return torch.stack(rows, dim=1).view(-1, 3, 3)
+
+
 def resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """uint8 ``images`` ``(N, C, S, S)`` resampled by ``theta`` ``(N, 2, 3)``, edge pixels replicated (uint8)."""
+    """uint8 ``images`` ``(N, C, S, S)`` resampled by an affine ``(N, 2, 3)`` or projective ``(N, 3, 3)``
+    theta, edge pixels replicated (uint8)."""
     warped = warp(images.float(), theta.to(images.device), padding="border")
     return warped.round().clamp(0, 255).to(torch.uint8)
 
 
 def distort(images: torch.Tensor, transform: str, level: float, draws: Draws) -> torch.Tensor:
     """uint8 ``images`` ``(N, C, S, S)`` distorted by ``transform`` at ``level`` (uint8, same shape)."""
+    if transform == "tilt":
+        return resample(images, tilt_thetas(draws.turn * level, draws.axis))
     return resample(images, content_thetas(*distortion(transform, level, draws), draws.direction))
 
 
@@ -116,7 +147,7 @@ def robustness_rows(classifiers: dict[str, Classifier], images: torch.Tensor, la
     """Accuracy of every classifier at every level of every distortion, as rows
     ``{"transform", "level", "model", "accuracy", "correct", "total"}``.
 
-    ``images``: the uint8 test images ``(N, 3, S, S)`` all classifiers take; ``labels`` ``(N,)``.
+    ``images``: the uint8 images ``(N, 3, S, S)`` all classifiers take; ``labels`` ``(N,)``.
     """
     draws = Draws.make(len(labels), seed)
     steps = [(transform, level) for transform in TRANSFORMS if transform in levels for level in levels[transform]]

@@ -1,10 +1,12 @@
 """``stn-gtsrb robustness``: models side by side under distortions (robustness.py) and along tracks
 (stability.py), written as robustness.json, robustness.md and robustness.png.
 
-The test images are the official test split (or a seeded subset of ``n``);
-stability uses the tracks given by id, else the validation tracks of the first
-model trained with ``--val``, and says for each model how many of them it
-trained on.
+The images are the official test split or, with ``split="val"``, the
+validation split (the held-out tracks) that every model was trained without,
+so that choosing among models never looks at the test set; or a seeded subset
+of ``n`` of them. Stability uses the tracks given by id, else the validation
+tracks of the first model trained with ``--val``, and says for each model how
+many of them it trained on.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from .checkpoints import load_trained, pretrained_path
 from .config import TrainConfig
-from .data import GTSRBTensors, Normalizer, load_tensors, validation_tracks
+from .data import GTSRBTensors, Normalizer, load_tensors, select_split, validation_tracks
 from .errors import StnError
 from .evaluation import predict
 from .fileio import atomic_write, write_text
@@ -36,6 +38,7 @@ except ImportError:  # the viz extra is not installed: check_output says so
 
 OUTPUTS = ("robustness.json", "robustness.md", "robustness.png")
 PRETRAINED = "pretrained"  # the name standing for the shipped model among the model arguments
+SPLIT_NAMES = {"test": "test images", "val": "validation images (the held-out tracks)"}
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Subject:
 
     def describe(self) -> dict:
         return {"name": self.name, "source": self.source, "transformers": sorted(self.cfg.transformers),
-                "image_size": self.cfg.image_size}
+                "transform": self.cfg.transform_spec, "image_size": self.cfg.image_size}
 
 
 def load_subjects(sources: list[str], device: str = "auto", best: bool = False) -> list[Subject]:
@@ -89,10 +92,27 @@ def check_output(out_dir: Path, overwrite: bool) -> None:
         raise StnError(f"cannot write to {out_dir}: permission denied")
 
 
-def _test_subset(test: GTSRBTensors, n: int | None, seed: int) -> torch.Tensor:
-    if n is not None and not 0 < n <= len(test):
-        raise StnError(f"--n must be between 1 and {len(test)} (the test images), got {n}")
-    return torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]
+def _subset(images: GTSRBTensors, n: int | None, seed: int, split: str) -> torch.Tensor:
+    if n is not None and not 0 < n <= len(images):
+        raise StnError(f"--n must be between 1 and {len(images)} (the {split} images), got {n}")
+    return torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def _scored_split(subjects: list[Subject], official: dict, split: str) -> GTSRBTensors:
+    """The images the models are scored on: the test split, or the validation split all of them held out."""
+    if split == "test":
+        return official["test"]
+    if split != "val":
+        raise StnError(f"unknown split {split!r}; valid: val, test")
+    held_out = {(s.cfg.val_seed, s.cfg.val_tracks) for s in subjects}
+    without = [s.name for s in subjects if not s.cfg.val]
+    if without:
+        raise StnError(f"--split val needs models trained with --val; {without[0]} was trained without one")
+    if len(held_out) > 1:
+        raise StnError("--split val needs models that held out the same validation tracks; these differ in "
+                       "--val-seed or --val-tracks: " + ", ".join(f"{s.name} ({s.cfg.val_seed}, {s.cfg.val_tracks})"
+                                                                  for s in subjects))
+    return select_split(official, "val", *held_out.pop())
 
 
 def _tracks(subjects: list[Subject], train: GTSRBTensors, tracks: list[int] | None) -> tuple[list[int], str]:
@@ -120,17 +140,18 @@ def _trained_on(cfg: TrainConfig, train: GTSRBTensors, tracks: list[int]) -> int
 
 def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: int = 0,
             tracks: list[int] | None = None, data_dir=None, source=None, download: bool = False,
-            progress: bool = False) -> dict:
-    """Robustness rows for every model and, where tracks are known, their stability; a JSON-ready dict."""
+            progress: bool = False, split: str = "test") -> dict:
+    """Robustness rows for every model on ``split`` (test or val) and, where tracks are known, their
+    stability; a JSON-ready dict."""
     check_levels(levels)
     rows, stable, chosen, origin = [], [], [], ""
     for size in sorted({s.cfg.image_size for s in subjects}):
         official = load_tensors(size, data_dir, source, download)
-        test, group = official["test"], [s for s in subjects if s.cfg.image_size == size]
-        index = _test_subset(test, n, seed)
+        scored, group = _scored_split(subjects, official, split), [s for s in subjects if s.cfg.image_size == size]
+        index = _subset(scored, n, seed, split)
         chosen, origin = _tracks(subjects, official["train"], tracks)
-        rows += robustness_rows({s.name: s.classifier() for s in group}, test.images[index], test.labels[index],
-                                levels, seed, progress)
+        rows += robustness_rows({s.name: s.classifier() for s in group}, scored.images[index],
+                                scored.labels[index], levels, seed, progress)
         for subject in group if chosen else []:
             figures = stability(subject.model, subject.normalizer, official["train"], chosen)
             stable.append({"model": subject.name, "trained_on": _trained_on(subject.cfg, official["train"], chosen),
@@ -138,7 +159,7 @@ def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: i
     order = {s.name: i for i, s in enumerate(subjects)}
     rows.sort(key=lambda r: (TRANSFORMS.index(r["transform"]), r["level"], order[r["model"]]))
     stable.sort(key=lambda r: order[r["model"]])
-    return {"seed": seed, "n": len(index), "models": [s.describe() for s in subjects],
+    return {"split": split, "seed": seed, "n": len(index), "models": [s.describe() for s in subjects],
             "levels": {name: list(values) for name, values in levels.items()}, "robustness": rows,
             "stability": {"tracks": chosen, "origin": origin, "models": stable} if chosen else None}
 
@@ -181,9 +202,10 @@ def _stability_tables(stable: dict) -> list[str]:
 def markdown(result: dict) -> str:
     """robustness.md: one accuracy table per distortion, then the stability tables."""
     lines = ["# Geometric robustness", "",
-             f"Accuracy (%) on {result['n']} GTSRB test images (seed {result['seed']}), distorted before each "
-             "model's own normalisation, edge pixels replicated. Models: "
-             + ", ".join(f"`{m['name']}` ({m['source']}; transformers before blocks {m['transformers'] or 'none'})"
+             f"Accuracy (%) on {result['n']} GTSRB {SPLIT_NAMES[result['split']]} (seed {result['seed']}), "
+             "distorted before each model's own normalisation, edge pixels replicated. Models: "
+             + ", ".join(f"`{m['name']}` ({m['source']}; transformers before blocks {m['transformers'] or 'none'}"
+                         + (f", {m['transform']}" if m["transformers"] else "") + ")"
                          for m in result["models"]) + ".", ""]
     for transform in TRANSFORMS:
         if transform in result["levels"]:
@@ -203,7 +225,7 @@ def plot(result: dict, path: Path) -> Path:
         for model in result["models"]:
             rows = [r for r in result["robustness"] if r["transform"] == transform and r["model"] == model["name"]]
             axis.plot([r["level"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=model["name"])
-        axis.set(title=transform, xlabel=UNITS[transform], ylabel="test accuracy (%)")
+        axis.set(title=transform, xlabel=UNITS[transform], ylabel=f"{result['split']} accuracy (%)")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()

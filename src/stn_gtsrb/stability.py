@@ -14,8 +14,10 @@ validation tracks of a ``--val`` run). Per track, then averaged over tracks:
   the input;
 * per transformer, the spread of its sampled region over the frames: of its
   centre (root-mean-square distance from the mean centre, as a fraction of the
-  side) and of its scale (``sqrt|det A|`` of ``theta = [A | t]``: standard
-  deviation over mean).
+  side) and of its scale (standard deviation over mean). Centre and scale come
+  from SpatialTransformer.region: for an affine ``theta = [A | t]``, ``t`` and
+  ``sqrt|det A|``; for a projective or spline map, the centroid of the warped
+  outline and the square root of its area over the frame's.
 """
 
 from __future__ import annotations
@@ -59,11 +61,11 @@ def variation(maps: torch.Tensor) -> float:
     return float(maps.float().std(0).mean())
 
 
-def region_spread(theta: torch.Tensor) -> dict[str, float]:
-    """Spread over frames of the sampled region of ``theta`` ``(T, 2, 3)``: centre (fraction of the side)
-    and scale (relative)."""
-    centre = theta[:, :, 2].float() / 2  # normalised coordinates: the side is 2 long
-    scale = theta[:, :, :2].float().det().abs().sqrt()
+def region_spread(centre: torch.Tensor, scale: torch.Tensor) -> dict[str, float]:
+    """Spread over frames of the sampled region, from its centre ``(T, 2)`` (normalised coordinates) and
+    scale ``(T,)``: centre (fraction of the side) and scale (relative)."""
+    centre = centre.float() / 2  # normalised coordinates: the side is 2 long
+    scale = scale.float()
     return {"centre_spread": float((centre - centre.mean(0)).pow(2).sum(1).mean().sqrt()),
             "scale_spread": float(scale.std() / scale.mean())}
 
@@ -76,8 +78,9 @@ def track_figures(model: ConvNet, normalizer: Normalizer, frames: torch.Tensor, 
                "one_prediction": bool((predicted == predicted[0]).all()),
                "changes": int((predicted[1:] != predicted[:-1]).sum()), "transformers": {}}
     for position, (inputs, outputs, theta) in sorted(captured.items()):
+        region = model.transformers[str(position)].region(theta)
         figures["transformers"][position] = {"input_variation": variation(inputs),
-                                             "output_variation": variation(outputs), **region_spread(theta)}
+                                             "output_variation": variation(outputs), **region_spread(*region)}
     return figures
 
 

@@ -1,22 +1,28 @@
 """Seeing what the transformers learn: sampled regions, animations, run reports.
 
-Coordinates. A transformer's ``theta`` maps normalised output coordinates to
-normalised input coordinates (see transformer.py, ``align_corners=False``).
-The *sampled region* is the image of the output's four corners, returned here
-in the input's pixel coordinates: origin at the top-left edge of the image, x
-to the right, y down, the image spanning ``[0, size]``. Corners are ordered
-top-left, top-right, bottom-right, bottom-left.
+Coordinates. A transformer maps normalised output coordinates to normalised
+input coordinates (see transformer.py, ``align_corners=False``). Its *sampled
+region* is the image of its output frame, drawn here in the input's pixel
+coordinates: origin at the top-left edge of the image, x to the right, y down,
+the image spanning ``[0, size]``. Corners are ordered top-left, top-right,
+bottom-right, bottom-left.
 
 A transformer deeper in the network warps a feature map whose normalised frame
 is (up to padding effects) the frame of the previous transformer's output, so
-its region on the input image is found by composing the matrices:
-``theta_1 ∘ theta_2 ∘ ... ∘ theta_p``. Each picture shows, for every
-transformer, the input image resampled by that composed matrix: the region of
-the input that transformer looks at.
+its region on the input image is found by mapping points through the chain of
+transformers back to the input: ``T_1 ∘ T_2 ∘ ... ∘ T_p`` (a :class:`Region`).
+Affine and projective maps compose as 3×3 matrices; a thin-plate spline in the
+chain maps points one transformer at a time. Each picture shows, for every
+transformer, the input image resampled through that chain (the region of the
+input that transformer looks at) and, on the input, its region's marks: dots
+at the corners (affine, projective) or at the spline's control points, and, as
+soon as the chain is not affine, the warped outline (projective) or the warped
+control grid (spline) as lines.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,10 +36,18 @@ from .errors import StnError
 from .evaluation import require_val_if_asked
 from .fileio import atomic_write
 from .models import ConvNet
-from .transformer import warp
+from .transformer import (
+    FRAME_CORNERS,
+    OUTLINE_SAMPLES,
+    SpatialTransformer,
+    matrix_points,
+    outline,
+    pixel_centres,
+    sample,
+    warp,
+)
 
 DOT_COLOURS = ((255, 255, 255), (255, 220, 0), (0, 220, 255), (255, 80, 255))  # one per transformer
-OUTPUT_CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 MARGIN, CAPTION_HEIGHT = 4, 14  # pixels around panels; height of a caption line
 RECORDED_IMAGES = 6  # images drawn by the training recorder
 
@@ -41,42 +55,98 @@ RECORDED_IMAGES = 6  # images drawn by the training recorder
 # ---------------------------------------------------------------- geometry
 
 def homogeneous(theta: torch.Tensor) -> torch.Tensor:
-    """``(B, 2, 3)`` -> ``(B, 3, 3)`` with last row ``[0, 0, 1]``."""
+    """Affine ``(B, 2, 3)`` -> ``(B, 3, 3)`` with last row ``[0, 0, 1]``; a projective ``(B, 3, 3)`` as it is."""
+    if theta.shape[1] == 3:
+        return theta
     bottom = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
     return torch.cat([theta, bottom], dim=1)
 
 
 def compose(*thetas: torch.Tensor) -> torch.Tensor:
-    """``theta_1 ∘ theta_2 ∘ ...``: map the last transformer's output frame to the first one's input."""
+    """``theta_1 ∘ theta_2 ∘ ...``: map the last transformer's output frame to the first one's input
+    (``(B, 2, 3)`` if all are affine, else ``(B, 3, 3)``)."""
     matrix = homogeneous(thetas[0])
     for theta in thetas[1:]:
         matrix = matrix @ homogeneous(theta)
-    return matrix[:, :2]
+    return matrix[:, :2] if all(theta.shape[1] == 2 for theta in thetas) else matrix
 
 
-def corners(theta: torch.Tensor, size: float) -> torch.Tensor:
-    """The sampled region's four corners, ``(B, 4, 2)`` (x, y) in input pixels (see module docstring)."""
-    points = OUTPUT_CORNERS.to(theta) @ theta[:, :, :2].transpose(1, 2) + theta[:, None, :, 2]
+def to_pixels(points: torch.Tensor, size: float) -> torch.Tensor:
+    """Normalised input points -> input pixels (see the module docstring)."""
     return (points + 1) * size / 2
 
 
-def image_regions(thetas: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-    """Per transformer position, the composed theta that maps its output frame onto the input image."""
-    composed, chain = {}, []
+def corners(theta: torch.Tensor, size: float) -> torch.Tensor:
+    """The sampled region's four corners, ``(B, 4, 2)`` (x, y) in input pixels, of an affine or projective theta."""
+    return to_pixels(matrix_points(theta, FRAME_CORNERS.to(theta)), size)
+
+
+@dataclass
+class Region:
+    """Where a transformer's output frame lies on the input image, for a batch of images: the chain
+    ``[(transformer, theta (B, ...)), ...]`` from the input's transformer to this one."""
+
+    chain: list[tuple[SpatialTransformer, torch.Tensor]]
+
+    @property
+    def matrix(self) -> torch.Tensor | None:
+        """The composed theta of the chain, or None where a spline breaks the composition."""
+        if any(transformer.tps_grid for transformer, _ in self.chain):
+            return None
+        return compose(*(theta for _, theta in self.chain))
+
+    def points(self, points: torch.Tensor) -> torch.Tensor:
+        """Output points ``(N, 2)`` of the last transformer -> normalised input-image points ``(B, N, 2)``."""
+        matrix = self.matrix
+        if matrix is not None:
+            return matrix_points(matrix, points.to(matrix))
+        for transformer, theta in reversed(self.chain):
+            points = transformer.map_points(theta, points)
+        return points
+
+    def select(self, index: int) -> "Region":
+        """The region of image ``index`` alone (a batch of 1)."""
+        return Region([(transformer, theta[index:index + 1]) for transformer, theta in self.chain])
+
+    def view(self, images: torch.Tensor) -> torch.Tensor:
+        """0..1 float ``images`` ``(B, C, S, S)`` resampled through the chain: what this transformer looks at."""
+        matrix, size = self.matrix, images.shape[-1]
+        if matrix is not None:
+            return warp(images, matrix.to(images.dtype))
+        return sample(images, self.points(pixel_centres(size, size)).view(-1, size, size, 2))
+
+    def marks(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Normalised output points of the last transformer to mark ``(N, 2)``, and polylines to draw
+        (empty while the whole chain is affine)."""
+        last = self.chain[-1][0]
+        if last.tps_grid:
+            dots, ticks = last.control.cpu(), last.control[:last.tps_grid, 0].cpu()
+            along = torch.linspace(-1, 1, OUTLINE_SAMPLES * (last.tps_grid - 1) + 1)
+            lines = [torch.stack([along, tick.expand_as(along)], 1) for tick in ticks]  # rows
+            lines += [line.flip(1) for line in lines]  # columns
+        else:
+            dots, lines = FRAME_CORNERS, [torch.cat([outline(OUTLINE_SAMPLES), FRAME_CORNERS[:1]])]
+        affine = all(theta.shape[1:] == (2, 3) for _, theta in self.chain)
+        return dots, [] if affine else lines
+
+
+def image_regions(model: ConvNet, thetas: dict[int, torch.Tensor]) -> dict[int, Region]:
+    """Per transformer position, the :class:`Region` of its output frame on the input image."""
+    regions, chain = {}, []
     for position in sorted(thetas):
-        chain.append(thetas[position])
-        composed[position] = compose(*chain)
-    return composed
+        chain.append((model.transformers[str(position)], thetas[position]))
+        regions[position] = Region(list(chain))
+    return regions
 
 
 # ---------------------------------------------------------------- pictures
 
 @torch.no_grad()
 def transformer_views(model: ConvNet, images: torch.Tensor, normalizer: Normalizer):
-    """Run uint8 ``images`` ``(B, 3, S, S)`` through the model: (predicted ids, {position: composed theta})."""
+    """Run uint8 ``images`` ``(B, 3, S, S)`` through the model: (predicted ids, {position: Region})."""
     model.eval()
     logits, thetas, _ = model.trace(normalizer(images))
-    return logits.argmax(1), image_regions(thetas)
+    return logits.argmax(1), image_regions(model, thetas)
 
 
 def enlarge(image: torch.Tensor, scale: int) -> Image.Image:
@@ -88,10 +158,17 @@ def enlarge(image: torch.Tensor, scale: int) -> Image.Image:
 
 
 def draw_dots(picture: Image.Image, points: torch.Tensor, scale: int, colour) -> None:
-    """Draw the 4 corner ``points`` (input pixels) as dots on the enlarged ``picture``."""
+    """Draw ``points`` ``(N, 2)`` (input pixels) as dots on the enlarged ``picture``."""
     draw, radius = ImageDraw.Draw(picture), max(2, scale - 1)
     for x, y in (points * scale).tolist():
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
+
+
+def draw_lines(picture: Image.Image, lines: list[torch.Tensor], scale: int, colour) -> None:
+    """Draw polylines ``[(N, 2), ...]`` (input pixels) on the enlarged ``picture``."""
+    draw = ImageDraw.Draw(picture)
+    for line in lines:
+        draw.line([tuple(point) for point in (line * scale).tolist()], fill=colour, width=1)
 
 
 def _font():
@@ -101,17 +178,20 @@ def _font():
         return ImageFont.load_default()
 
 
-def panel_row(image: torch.Tensor, regions: dict[int, torch.Tensor], scale: int, caption: str) -> Image.Image:
-    """One row: the input with each transformer's corner dots, then each transformer's view of the input.
+def panel_row(image: torch.Tensor, regions: dict[int, Region], scale: int, caption: str) -> Image.Image:
+    """One row: the input with each transformer's region marked, then each transformer's view of the input.
 
-    image: uint8 ``(3, S, S)``; regions: {position: composed theta ``(2, 3)``}.
+    image: uint8 ``(3, S, S)``; regions: {position: its Region for this image (a batch of 1)}.
     """
     size = image.shape[-1]
     source = enlarge(image, scale)
     views = []
-    for index, (_position, theta) in enumerate(sorted(regions.items())):
-        draw_dots(source, corners(theta[None], size)[0], scale, DOT_COLOURS[index % len(DOT_COLOURS)])
-        views.append(enlarge(warp(image[None].float() / 255, theta[None])[0], scale))
+    for index, (_position, region) in enumerate(sorted(regions.items())):
+        colour = DOT_COLOURS[index % len(DOT_COLOURS)]
+        dots, lines = region.marks()
+        draw_lines(source, [to_pixels(region.points(line)[0], size) for line in lines], scale, colour)
+        draw_dots(source, to_pixels(region.points(dots)[0], size), scale, colour)
+        views.append(enlarge(region.view(image[None].float() / 255)[0], scale))
     panels = [source, *views]
     side = size * scale
     row = Image.new("RGB", (MARGIN + len(panels) * (side + MARGIN), CAPTION_HEIGHT + side + MARGIN), (30, 30, 30))
@@ -148,7 +228,7 @@ def plot_transforms(model: ConvNet, images: torch.Tensor, labels: torch.Tensor, 
     rows = []
     for i in range(len(images)):
         caption = captions[i] if captions else class_caption(int(labels[i]), int(predicted[i]))
-        rows.append(panel_row(images[i], {p: theta[i] for p, theta in regions.items()}, scale, caption))
+        rows.append(panel_row(images[i], {p: region.select(i) for p, region in regions.items()}, scale, caption))
     return stack(rows, title)
 
 
@@ -229,7 +309,7 @@ def track_animation(path, class_id: int | None = None, track: int | None = None,
     track, frames = pick_track(cfg, class_id, track, data_dir, source)
     predicted, regions = transformer_views(model, frames.images, normalizer)
     label = int(frames.labels[0])
-    return [panel_row(frames.images[i], {p: theta[i] for p, theta in regions.items()}, scale,
+    return [panel_row(frames.images[i], {p: region.select(i) for p, region in regions.items()}, scale,
                       f"track {track}, frame {i + 1}/{len(frames)}: {class_caption(label, int(predicted[i]))}")
             for i in range(len(frames))]
 
