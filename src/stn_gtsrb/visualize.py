@@ -61,6 +61,12 @@ def corners(theta: torch.Tensor, size: float) -> torch.Tensor:
     return (points + 1) * size / 2
 
 
+def region_view(image: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """What a transformer sees of uint8 ``image`` ``(3, S, S)``: the image resampled by its composed
+    ``theta`` ``(2, 3)``, as 0..1 floats ``(3, S, S)``."""
+    return warp(image[None].float() / 255, theta[None])[0]
+
+
 def image_regions(thetas: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
     """Per transformer position, the composed theta that maps its output frame onto the input image."""
     composed, chain = {}, []
@@ -112,7 +118,7 @@ def panel_row(image: torch.Tensor, regions: dict[int, torch.Tensor], scale: int,
     views = []
     for index, (_position, theta) in enumerate(sorted(regions.items())):
         draw_dots(source, corners(theta[None], size)[0], scale, DOT_COLOURS[index % len(DOT_COLOURS)])
-        views.append(enlarge(warp(image[None].float() / 255, theta[None])[0], scale))
+        views.append(enlarge(region_view(image, theta), scale))
     panels = [source, *views]
     side = size * scale
     row = Image.new("RGB", (MARGIN + len(panels) * (side + MARGIN), CAPTION_HEIGHT + side + MARGIN), (30, 30, 30))
