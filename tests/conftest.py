@@ -100,7 +100,7 @@ def family_runs(tmp_path_factory, prepared, shared_dir):
     for family in ("projective", "tps"):
         cfg = TrainConfig(net="lecun", cnn="4,8,16", n=500, epochs=1, optimizer="adam", lr=0.003, val=True, st=True,
                           locnet="4,4,8", locnet2="4,4,4", transform=family, tps_grid=3)
-        recorder = TrainingRecorder.for_run(cfg, 4, root / family, prepared, str(shared_dir), echo=lambda _: None)
+        recorder = TrainingRecorder.for_run(cfg, 4, root / family, echo=lambda _: None)
         train(cfg, root / family, callbacks=[recorder], data_dir=prepared, source=str(shared_dir),
               echo=lambda _: None)
     return root

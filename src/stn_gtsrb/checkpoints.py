@@ -132,8 +132,13 @@ def model_from_checkpoint(checkpoint: dict, path: str = "checkpoint") -> tuple[C
 def load_trained(path: Path | str, device: str = "cpu", best: bool = False) -> tuple[ConvNet, TrainConfig, Normalizer]:
     """(model in eval mode on ``device``, its config, its normaliser) from a checkpoint, weights file or run
     directory (its final model, or with ``best`` its best.pt)."""
-    checkpoint = load_checkpoint(path, best)
-    model, cfg = model_from_checkpoint(checkpoint, str(path))
+    return trained_from_checkpoint(load_checkpoint(path, best), str(path), device)
+
+
+def trained_from_checkpoint(checkpoint: dict, path: str = "checkpoint",
+                            device: str = "cpu") -> tuple[ConvNet, TrainConfig, Normalizer]:
+    """(model in eval mode on ``device``, its config, its normaliser) of a loaded checkpoint."""
+    model, cfg = model_from_checkpoint(checkpoint, path)
     return model.to(resolve_device(device)).eval(), cfg, Normalizer.from_state_dict(checkpoint["normalizer"])
 
 

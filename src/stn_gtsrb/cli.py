@@ -9,6 +9,7 @@
     stn-gtsrb export RUN -o F.safetensors|F.onnx  a trained model as a weights file or an ONNX graph
     stn-gtsrb bench GRID -o DIR          train and score every cell of a grid (table DIR: redo the table)
     stn-gtsrb robustness RUN... -o DIR   models side by side under rotation, scale, shift and tilt; track stability
+    stn-gtsrb serve [-m MODEL]           a local web page and JSON API: the model and its transformers at work
 
 Every user error (StnError) prints one line ``stn-gtsrb: error: ...`` and
 exits with code 2.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from . import predict, report, robustness_report, visualize
+from . import inference, predict, report, robustness_report, visualize
 from .archives import (
     ARCHIVES,
     default_data_dir,
@@ -38,7 +39,7 @@ from .bench import bench
 from .checkpoints import export, load_trained, pretrained_path
 from .cli_parser import build_parser
 from .config import TrainConfig
-from .data import NUM_CLASSES, cache_path, load_tensors, prepare, select_split
+from .data import NUM_CLASSES, cache_path, cached_tensors, load_tensors, prepare, select_split
 from .engines import stop_with_parent
 from .ensemble import evaluate_ensemble
 from .errors import StnError
@@ -244,11 +245,40 @@ def cmd_bench(args: argparse.Namespace) -> None:
           source=args.source, device=args.device, precision=args.precision)
 
 
+SERVE_EXTRA = ("fastapi", "starlette", "uvicorn", "python_multipart")  # the serve extra's modules
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """The web page and API; FastAPI and uvicorn are the serve extra, imported here only."""
+    try:
+        from . import serve
+    except ImportError as missing:
+        if missing.name not in SERVE_EXTRA:
+            raise
+        raise StnError(f"serve needs {missing.name}: pip install 'stn-gtsrb[serve]'") from None
+    for option, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
+                          ("--max-batch", args.max_batch)):
+        if not value > 0:
+            raise StnError(f"{option} must be positive, got {value}")
+    served = inference.load_served(args.model or pretrained_path(), None if args.model else "pretrained",
+                                   args.device, args.best)
+    try:
+        cached = cached_tensors(served.config.image_size, args.data_dir, args.source)
+    except StnError as problem:
+        cached = None
+        _print_err(f"stn-gtsrb: note: no random test images ({problem})")
+    if cached is None:
+        _print_err("stn-gtsrb: note: no prepared data cache, so no random test images ('stn-gtsrb data prepare')")
+    app = serve.create_app(served, cached["test"] if cached else None, int(args.max_upload_mb * 2**20),
+                           int(args.max_megapixels * 1e6), args.max_batch)
+    serve.run(app, args.host, args.port, echo=_print_err)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
                 "plot": cmd_plot, "animate": cmd_animate, "report": cmd_report, "predict": cmd_predict,
-                "export": cmd_export, "robustness": cmd_robustness}
+                "export": cmd_export, "robustness": cmd_robustness, "serve": cmd_serve}
     try:
         return handlers[args.command](args) or 0
     except StnError as error:

@@ -13,6 +13,7 @@ from pathlib import Path
 from . import __version__
 from .archives import DATA_DIR_ENV, SOURCE_ENV
 from .config import TrainConfig
+from .inference import MAX_BATCH, MAX_MEGAPIXELS, MAX_UPLOAD_MB
 from .recipes import list_recipes
 from .robustness import DEFAULT_LEVELS, UNITS
 from .runtime import LAYOUTS, PRECISIONS
@@ -77,6 +78,27 @@ def _add_picture_options(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help=f"{kind} file to write")
     parser.add_argument("--scale", type=int, default=4, help="enlargement factor (default: 4)")
     _add_data_options(parser)
+
+
+def _add_serve_parser(commands) -> None:
+    se = commands.add_parser("serve", help="a local web page and JSON API: the model and its transformers at work")
+    which = se.add_mutually_exclusive_group()
+    which.add_argument("-m", "--model", type=Path, default=None,
+                       help="a run directory (its final model), a .pt checkpoint, a .safetensors weights file or an "
+                            ".onnx file (run with onnxruntime) (default: the model shipped with the package)")
+    which.add_argument("--pretrained", action="store_true", help="the model shipped with the package (the default)")
+    se.add_argument("--best", action="store_true", help=BEST_HELP)
+    se.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all interfaces)")
+    se.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: a free one)")
+    se.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
+                    help="largest request body, MB (default: %(default)s)")
+    se.add_argument("--max-megapixels", type=float, default=MAX_MEGAPIXELS,
+                    help="largest image, in millions of pixels, checked before decoding (default: %(default)s)")
+    se.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                    help="most concurrent requests run in one forward pass (default: %(default)s; 1: one at a time)")
+    se.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_data_options(se)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ro.add_argument("--download", action="store_true", help="download the archives if they are missing")
     _add_data_options(ro)
+
+    _add_serve_parser(commands)
 
     be = commands.add_parser("bench", help="train and score every cell of a grid of options",
                              usage="stn-gtsrb bench GRID -o DIR [options]  |  stn-gtsrb bench table DIR")

@@ -99,13 +99,18 @@ def _read_csv(archive: zipfile.ZipFile, name: str) -> list[dict[str, str]]:
     return rows
 
 
-def decode_resized(source, size: int) -> np.ndarray:
+def decode_resized(source, size: int, max_pixels: int | None = None) -> np.ndarray:
     """Any image Pillow reads (a path or a file object) as ``(size, size, 3)`` uint8 RGB.
 
     The whole image is resized (bilinear, aspect ratio not kept), as in the
-    original work. Raises OSError/ValueError for unreadable data.
+    original work. Raises OSError/ValueError for unreadable data, and
+    ``Image.DecompressionBombError`` for an image of more than ``max_pixels``
+    pixels (checked on its header, before it is decoded).
     """
     with Image.open(source) as image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels is more than the limit of "
+                                               f"{max_pixels:,}")
         image = image.convert("RGB")
         if image.size != (size, size):
             image = image.resize((size, size), Image.BILINEAR)
@@ -228,10 +233,18 @@ def prepare(size: int = 32, data_dir: Path | str | None = None, source: str | No
 def load_tensors(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
                  download: bool = False) -> dict[str, GTSRBTensors]:
     """Both official splits, ``{"train": ..., "test": ...}``, building the cache if needed."""
+    return cached_tensors(size, data_dir, source, build=True, download=download)
+
+
+def cached_tensors(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
+                   build: bool = False, download: bool = False) -> dict[str, GTSRBTensors] | None:
+    """Both official splits from a current cache; without one, None, or with ``build`` the cache built."""
     _check_size(size)
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     source = resolve_source(source, data_dir)
     content = _read_cache(cache_path(data_dir, size), size, expected_hashes(source, data_dir))
+    if content is None and not build:
+        return None
     if content is None:
         content = _build_cache(size, data_dir, source, download, show_progress=True)
     return {split: GTSRBTensors(**content[split]) for split in ("train", "test")}

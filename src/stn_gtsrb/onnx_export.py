@@ -110,5 +110,12 @@ class OnnxClassifier:
         self.config = TrainConfig.from_saved(json.loads(metadata["config"]))
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.session.run(["logits"], {INPUT: images.float().numpy()})[0]
-        return torch.from_numpy(logits).softmax(1)
+        return self.trace(images)[0]
+
+    def trace(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """uint8 images ``(N, 3, S, S)`` -> (probabilities ``(N, 43)``, {position: theta ``(N, 2, 3)``})."""
+        names = [output.name for output in self.session.get_outputs()]
+        outputs = dict(zip(names, self.session.run(names, {INPUT: images.float().numpy()}), strict=True))
+        thetas = {int(name[len("theta"):]): torch.from_numpy(value) for name, value in outputs.items()
+                  if name.startswith("theta")}
+        return torch.from_numpy(outputs["logits"]).softmax(1), thetas

@@ -30,8 +30,12 @@ class Prediction:
     top: list[tuple[int, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"file": self.file,
-                "top": [{"class": c, "name": CLASS_NAMES[c], "probability": p} for c, p in self.top]}
+        return {"file": self.file, "top": top_entries(self.top)}
+
+
+def top_entries(top: list[tuple[int, float]]) -> list[dict]:
+    """``[(class id, probability), ...]`` as the JSON list ``[{"class", "name", "probability"}, ...]``."""
+    return [{"class": c, "name": CLASS_NAMES[c], "probability": p} for c, p in top]
 
 
 def read_images(paths: list[Path | str], size: int) -> tuple[list[str], torch.Tensor, list[str]]:
@@ -59,11 +63,20 @@ def torch_scorer(model, normalizer) -> Scorer:
 
 def predict_images(score: Scorer, images: torch.Tensor, top_k: int = 5) -> list[list[tuple[int, float]]]:
     """Top-k (class id, probability) lists for uint8 ``images``."""
-    if not 1 <= top_k <= len(CLASS_NAMES):
-        raise StnError(f"--top-k must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
+    check_top_k(top_k)
     if len(images) == 0:
         return []
-    values, classes = score(images).topk(top_k, dim=1)
+    return top_classes(score(images), top_k)
+
+
+def check_top_k(top_k: int) -> None:
+    if not 1 <= top_k <= len(CLASS_NAMES):
+        raise StnError(f"--top-k must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
+
+
+def top_classes(probabilities: torch.Tensor, top_k: int) -> list[list[tuple[int, float]]]:
+    """Top-k (class id, probability) lists of ``probabilities`` ``(N, 43)``."""
+    values, classes = probabilities.topk(top_k, dim=1)
     return [list(zip(c.tolist(), v.tolist(), strict=True)) for c, v in zip(classes, values, strict=True)]
 
 

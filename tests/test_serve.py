@@ -1,0 +1,403 @@
+"""``stn-gtsrb serve``: the API through FastAPI's test client, the command as a real process on 127.0.0.1,
+and the page in headless Chromium (skipped without it, except where ``$STN_GTSRB_REQUIRE_BROWSER`` is set)."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cli_helpers import CLI, run_cli
+from conftest import REAL
+from stn_gtsrb import data
+from stn_gtsrb.checkpoints import load_pretrained, load_trained, pretrained_path
+from stn_gtsrb.inference import Distortion, load_served
+from stn_gtsrb.robustness import content_thetas, resample
+from stn_gtsrb.transformer import OUTLINE_SAMPLES
+from stn_gtsrb.transformer import outline as outline_points
+from stn_gtsrb.visualize import corners, transformer_views
+
+fastapi = pytest.importorskip("fastapi", reason="the serve extra is not installed")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # Starlette's note on the httpx its test client uses
+    from fastapi.testclient import TestClient
+
+from stn_gtsrb.serve import create_app  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+REQUIRE_BROWSER_ENV = "STN_GTSRB_REQUIRE_BROWSER"  # set by CI, which installs Chromium: a skip is a failure there
+SCREENSHOT_ENV = "STN_GTSRB_SCREENSHOT"  # where the browser test also saves its screenshot (docs/serve.png)
+REAL_TEST_IMAGE = "GTSRB/Final_Test/Images/00008.ppm"  # a road-works sign, shown when the real archives are there
+
+
+def png_bytes(image: Image.Image, format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def decoded(url: str) -> Image.Image:
+    assert url.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+@pytest.fixture(scope="module")
+def served():
+    return load_served(pretrained_path(), "pretrained")
+
+
+@pytest.fixture(scope="module")
+def sign(official) -> bytes:
+    """A synthetic test image, 40x44 pixels (resized by the server), as PNG."""
+    image = Image.fromarray(official["test"].images[7].permute(1, 2, 0).numpy()).resize((40, 44))
+    return png_bytes(image)
+
+
+@pytest.fixture(scope="module")
+def client(served, official):
+    with TestClient(create_app(served, official["test"], max_upload_bytes=4 * 2**20, max_pixels=10**6)) as client:
+        yield client
+
+
+def post(client, image: bytes, query: str = "", name: str = "image"):
+    return client.post(f"/api/predict{query}", files={name: ("sign.png", image, "image/png")})
+
+
+# ---------------------------------------------------------------- the API
+
+def test_the_answer_is_predicts_with_the_regions_plot_draws(client, sign, tmp_path):
+    (tmp_path / "sign.png").write_bytes(sign)
+    expected = json.loads(run_cli("predict", str(tmp_path / "sign.png"), "--json", "--device", "cpu").stdout)[0]
+    answer = post(client, sign).json()
+    assert [t["class"] for t in answer["top"]] == [t["class"] for t in expected["top"]]
+    assert [t["probability"] for t in answer["top"]] == pytest.approx([t["probability"] for t in expected["top"]])
+    assert answer["top"][0]["name"] == expected["top"][0]["name"] and answer["image_size"] == 32
+
+    model, _, normalizer = load_pretrained()
+    image = torch.from_numpy(data.decode_resized(tmp_path / "sign.png", 32).copy()).permute(2, 0, 1)
+    _, regions = transformer_views(model, image[None], normalizer)
+    assert [t["position"] for t in answer["transformers"]] == sorted(regions) == [2]
+    (entry,) = answer["transformers"]
+    assert torch.tensor(entry["region"]) == pytest.approx(regions[2].matrix[0], abs=1e-5)
+    assert torch.tensor(entry["corners"]) == pytest.approx(corners(regions[2].matrix, 32)[0], abs=1e-4)
+    outline = torch.tensor(entry["outline"])  # the frame's border: corners every OUTLINE_SAMPLES points
+    assert outline.shape == (4 * OUTLINE_SAMPLES, 2)
+    assert outline[::OUTLINE_SAMPLES] == pytest.approx(torch.tensor(entry["corners"]), abs=1e-4)
+    assert entry["colour"] == "#ffffff" and len(entry["theta"]) == 2 and "view" not in entry and "input" not in answer
+
+
+def test_views_are_png_data_urls_and_the_distortion_is_robustness_s(client, sign):
+    plain = post(client, sign, "?view=1").json()
+    turned = post(client, sign, "?view=1&rotation=40&scale=0.8&shift_x=0.1&shift_y=-0.05&top_k=3").json()
+    assert turned["distortion"] == {"rotation": 40, "scale": 0.8, "shift_x": 0.1, "shift_y": -0.05}
+    assert len(turned["top"]) == 3
+    for answer in (plain, turned):
+        assert decoded(answer["input"]).size == (32, 32)
+        assert decoded(answer["transformers"][0]["view"]).size == (32, 32)
+    original = torch.from_numpy(data.decode_resized(io.BytesIO(sign), 32).copy()).permute(2, 0, 1)
+    assert torch.equal(torch.from_numpy(np.array(decoded(plain["input"]))).permute(2, 0, 1),
+                       original)
+    one = torch.ones(1)
+    expected = resample(original[None], content_thetas(one * 40, one * 0.8, one * (0.1**2 + 0.05**2) ** 0.5,
+                                                       one * torch.atan2(torch.tensor(-0.05), torch.tensor(0.1))))
+    shown = torch.from_numpy(np.array(decoded(turned["input"]))).permute(2, 0, 1)
+    assert (shown.int() - expected[0].int()).abs().max() <= 1
+    assert torch.equal(Distortion(40, 0.8, 0.1, -0.05).apply(original[None])[0], shown)
+    assert plain["top"][0]["probability"] != turned["top"][0]["probability"]
+    assert plain["transformers"][0]["corners"] != turned["transformers"][0]["corners"]
+    assert plain["transformers"][0]["view"] != turned["transformers"][0]["view"]
+
+
+def test_model_health_and_samples(client, served, official):
+    info = client.get("/api/model").json()
+    model, cfg, _ = load_pretrained()
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    assert info["config"] == cfg.to_dict() and info["transformers"] == [2] and info["image_size"] == 32
+    assert info["accuracy"]["test"] == pytest.approx(json.loads(pretrained_path().with_suffix(".json").read_text())
+                                                     ["test_acc"])
+    assert info["sample_images"] == len(official["test"])
+    assert client.get("/healthz").json() == {"status": "ok"}
+    sample = client.get("/api/sample").json()
+    picture = torch.from_numpy(np.array(decoded(sample["image"]))).permute(2, 0, 1)
+    assert torch.equal(picture, official["test"].images[sample["index"]])
+    assert sample["class"] == int(official["test"].labels[sample["index"]])
+    with TestClient(create_app(served)) as bare:
+        missing = bare.get("/api/sample")
+        assert missing.status_code == 404 and "data prepare" in missing.json()["error"]
+        assert bare.get("/api/model").json()["sample_images"] == 0
+    assert client.get("/").text.startswith("<!doctype html>") and client.get("/static/app.js").status_code == 200
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_cache_is_read_never_built(shared_dir, prepared, tmp_path):
+    assert data.cached_tensors(32, tmp_path / "empty", str(shared_dir)) is None
+    assert not (tmp_path / "empty").exists()
+    assert len(data.cached_tensors(32, prepared, str(shared_dir))["test"]) > 0
+
+
+def patched_png(width: int, height: int) -> bytes:
+    """A small PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+    raw = png_bytes(Image.new("L", (1, 1)))
+    header = b"IHDR" + struct.pack(">II", width, height) + raw[24:29]
+    return raw[:8] + struct.pack(">I", 13) + header + struct.pack(">I", zlib.crc32(header)) + raw[33:]
+
+
+def jpeg_bytes() -> bytes:
+    return png_bytes(Image.effect_noise((64, 64), 60).convert("RGB"), "JPEG")
+
+
+BAD_UPLOADS = [  # (files or raw body, query, status, words in the message)
+    ({"image": ("x.png", b"hello, not an image", "image/png")}, "", 400, "format pillow reads"),
+    ({"image": ("x.png", b"", "image/png")}, "", 400, "empty"),
+    ({"image": ("x.jpg", jpeg_bytes()[:600], "image/jpeg")}, "", 400, "truncated"),  # in its tables
+    ({"image": ("x.jpg", jpeg_bytes()[:-2000], "image/jpeg")}, "", 400, "truncated"),  # in its scan data
+    ({"photo": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")}, "", 400, "'image'"),
+    (b"", "", 400, "empty"),
+    (png_bytes(Image.new("RGB", (8, 8))), "", 400, "multipart"),
+    ({"image": ("x.png", patched_png(2000, 2000), "image/png")}, "", 413, "pixels"),  # over this server's 1 Mpx
+    ({"image": ("x.png", patched_png(100_000, 100_000), "image/png")}, "", 413, "pixels"),  # over Pillow's own limit
+    ({"image": ("x.bin", os.urandom(4 * 2**20), "image/png")}, "", 413, "limit"),
+    ({"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")}, "?rotation=abc", 422, "rotation"),
+    ({"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")}, "?rotation=500", 422, "180"),
+    ({"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")}, "?scale=0", 422, "scale"),
+    ({"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")}, "?shift_x=nan", 422, "finite"),
+    ({"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")}, "?top_k=44", 422, "top_k"),
+    ({"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")}, "?view=maybe", 422, "view"),
+]
+
+
+@pytest.mark.parametrize("upload, query, status, words", BAD_UPLOADS)
+def test_bad_input_gets_a_one_line_json_error_and_the_server_goes_on(client, sign, upload, query, status, words):
+    if isinstance(upload, dict):
+        response = client.post(f"/api/predict{query}", files=upload)
+    else:
+        response = client.post(f"/api/predict{query}", content=upload, headers={"content-type": "image/png"})
+    message = response.json()["error"]
+    assert response.status_code == status and words in message.lower() and "\n" not in message, message
+    assert post(client, sign).status_code == 200
+
+
+def test_unknown_routes_and_methods_are_json_errors(client):
+    for response, status in ((client.get("/api/nothing"), 404), (client.get("/static/../serve.py"), 404),
+                             (client.get("/api/predict"), 405), (client.delete("/api/model"), 405)):
+        assert response.status_code == status and response.json()["error"].count("\n") == 0
+    assert client.get("/api/nothing").json() == {"error": "no such route: GET /api/nothing"}
+
+
+def test_an_upload_never_touches_the_disk(client, monkeypatch):
+    """A 3 MB upload (over Starlette's 1 MB spooling threshold) is answered with temporary files forbidden."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a temporary file was opened")
+
+    noise = png_bytes(Image.effect_noise((1000, 1000), 80).convert("RGB"))
+    assert len(noise) > 2**21
+    for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, forbidden)
+    assert client.post("/api/predict", files={"image": ("n.png", noise, "image/png")}).status_code == 200
+
+
+def test_concurrent_requests_share_forward_passes(served, sign):
+    """Requests sent together get the answers they get one by one (micro-batched or not)."""
+    with TestClient(create_app(served, max_batch=8)) as batched, TestClient(create_app(served, max_batch=1)) as one:
+        queries = [f"?rotation={angle}" for angle in range(-40, 41, 10)]
+        alone = [post(one, sign, q).json() for q in queries]
+        with concurrent.futures.ThreadPoolExecutor(len(queries)) as pool:
+            together = list(pool.map(lambda q: post(batched, sign, q).json(), queries))
+    for a, b in zip(alone, together, strict=True):
+        assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
+        assert [t["probability"] for t in a["top"]] == pytest.approx([t["probability"] for t in b["top"]], abs=1e-5)
+        assert torch.tensor(a["transformers"][0]["corners"]) == pytest.approx(
+            torch.tensor(b["transformers"][0]["corners"]), abs=1e-4)
+
+
+def test_an_onnx_model_is_served_with_its_transformers(served, sign, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from stn_gtsrb.onnx_export import export_onnx
+
+    export_onnx(*load_pretrained(), tmp_path / "shipped.onnx")
+    onnx_served = load_served(tmp_path / "shipped.onnx")
+    with TestClient(create_app(onnx_served)) as onnx_client, TestClient(create_app(served)) as torch_client:
+        got, want = post(onnx_client, sign, "?rotation=25").json(), post(torch_client, sign, "?rotation=25").json()
+        info = onnx_client.get("/api/model").json()
+    assert [t["class"] for t in got["top"]] == [t["class"] for t in want["top"]]
+    assert torch.tensor(got["transformers"][0]["corners"]) == pytest.approx(
+        torch.tensor(want["transformers"][0]["corners"]), abs=1e-3)
+    assert info["kind"] == "onnx" and info["accuracy"] == {} and info["parameters"] > 0
+
+
+@pytest.mark.parametrize("family", ["projective", "tps"])
+def test_projective_and_spline_models_are_served_with_plot_s_regions(family_runs, family, sign):
+    served = load_served(family_runs / family)
+    with TestClient(create_app(served)) as client:
+        answer = post(client, sign, "?view=1").json()
+    model, _, normalizer = load_trained(family_runs / family)
+    image = torch.from_numpy(data.decode_resized(io.BytesIO(sign), 32).copy()).permute(2, 0, 1)
+    _, regions = transformer_views(model, image[None], normalizer)
+    assert [t["position"] for t in answer["transformers"]] == sorted(regions) == [1, 2]
+    for entry, region in zip(answer["transformers"], (regions[1], regions[2]), strict=True):
+        outline = region.points(outline_points())[0]
+        assert torch.tensor(entry["outline"]) == pytest.approx((outline + 1) * 16, abs=1e-4)
+        assert decoded(entry["view"]).size == (32, 32)
+        if family == "tps":  # a spline does not compose into a matrix
+            assert entry["region"] is None and torch.tensor(entry["theta"]).shape == (9, 2)
+        else:
+            assert torch.tensor(entry["region"]) == pytest.approx(region.matrix[0], abs=1e-5)
+    if family == "projective":  # a chain of projective maps keeps the frame's sides straight
+        side = torch.tensor(answer["transformers"][1]["outline"])[:OUTLINE_SAMPLES + 1]  # the top, corner to corner
+        chord = torch.linspace(0, 1, OUTLINE_SAMPLES + 1)[:, None] * (side[-1] - side[0]) + side[0]
+        assert (side - chord).abs().max().item() < 1e-3
+
+
+# ---------------------------------------------------------------- the command
+
+def start(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """``stn-gtsrb serve ARGS --port 0`` in a process of its own, and its URL once it answers /healthz."""
+    process = subprocess.Popen([*CLI, "serve", *args, "--port", "0"], stderr=subprocess.PIPE, text=True,
+                               stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        found = re.search(r"serving on (http://\S+/)", line)
+        if found:
+            url = found.group(1).replace("[::]", "127.0.0.1").replace("0.0.0.0", "127.0.0.1")
+            break
+    else:
+        raise AssertionError(f"the server did not start: {''.join(lines)}")
+    with urllib.request.urlopen(url + "healthz", timeout=30) as response:
+        assert json.load(response) == {"status": "ok"}
+    process.early_lines = lines
+    return process, url
+
+
+def stop(process: subprocess.Popen, sig: int) -> str:
+    process.send_signal(sig)
+    rest = process.stderr.read()
+    assert process.wait(timeout=30) == 0, rest
+    return "".join(process.early_lines) + rest
+
+
+@pytest.mark.parametrize("sig, host", [(signal.SIGTERM, "127.0.0.1"), (signal.SIGINT, "0.0.0.0")])
+def test_the_server_stops_cleanly_on_sigterm_and_ctrl_c(sig, host):
+    process, url = start("--pretrained", "--host", host)
+    try:
+        request = urllib.request.Request(url + "api/predict", data=b"", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400
+        output = stop(process, sig)
+    finally:
+        process.kill()
+    assert "Traceback" not in output and "server stopped" in output
+    assert ("warning: listening on all interfaces" in output) == (host == "0.0.0.0")
+
+
+def test_command_errors_are_one_line(tmp_path):
+    result = run_cli("serve", "-m", str(tmp_path / "missing.pt"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"stn-gtsrb: error: checkpoint {tmp_path}/missing.pt not found"
+    assert run_cli("serve", "--max-upload-mb", "0").stderr.strip() == ("stn-gtsrb: error: --max-upload-mb must be "
+                                                                       "positive, got 0.0")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_cli("serve", "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 2 and result.stderr.startswith("stn-gtsrb: error: cannot listen on 127.0.0.1:")
+    assert result.stderr.count("\n") <= 2  # the note on random test images, then the error
+
+
+def test_without_the_serve_extra_the_command_names_it(monkeypatch):
+    import stn_gtsrb
+
+    monkeypatch.delattr(stn_gtsrb, "serve")
+    monkeypatch.delitem(sys.modules, "stn_gtsrb.serve")
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if FastAPI were not installed
+    result = run_cli("serve")
+    assert result.returncode == 2 and result.stderr == ("stn-gtsrb: error: serve needs fastapi: "
+                                                        "pip install 'stn-gtsrb[serve]'\n")
+
+
+# ---------------------------------------------------------------- the page, in a real browser
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        reason = f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+        if os.environ.get(REQUIRE_BROWSER_ENV):
+            pytest.fail(f"{reason}, and ${REQUIRE_BROWSER_ENV} says they must be there")
+        pytest.skip(reason)
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1000,760", "--hide-scrollbars"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(str(CHROMEDRIVER)))
+    yield driver
+    driver.quit()
+
+
+def sign_file(folder: Path, official) -> Path:
+    """A real test sign when the real archives are there, else a synthetic one, as a file."""
+    path = folder / "sign.png"
+    if (REAL / "GTSRB_Final_Test_Images.zip").exists():
+        with zipfile.ZipFile(REAL / "GTSRB_Final_Test_Images.zip") as archive:
+            path.write_bytes(png_bytes(Image.open(io.BytesIO(archive.read(REAL_TEST_IMAGE)))))
+    else:
+        path.write_bytes(png_bytes(Image.fromarray(official["test"].images[7].permute(1, 2, 0).numpy())))
+    return path
+
+
+def test_the_page_in_headless_chromium(browser, data_env, official, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    image = sign_file(tmp_path, official)
+    expected = json.loads(run_cli("predict", str(image), "--json", "--device", "cpu").stdout)[0]["top"][0]
+    process, url = start("--pretrained")
+    try:
+        browser.get(url)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "parameters" in b.find_element(By.ID, "model-info").text)
+        assert browser.find_element(By.ID, "sample").is_displayed()  # the synthetic cache is prepared
+        browser.find_element(By.ID, "file").send_keys(str(image))
+        wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-answered"))
+        first = browser.find_element(By.CSS_SELECTOR, "#top li:first-child")
+        assert int(first.get_attribute("data-class")) == expected["class"] and expected["name"] in first.text
+        region = browser.find_element(By.CSS_SELECTOR, "#regions polygon").get_attribute("points")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#views img")) == 1
+
+        slider = browser.find_element(By.ID, "rotation")
+        slider.send_keys(*[Keys.ARROW_RIGHT] * 30)
+        wait.until(lambda b: b.find_element(By.ID, "rotation-value").text == "30°")
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#regions polygon").get_attribute("points") != region)
+        time.sleep(0.5)  # the last answer drawn
+        assert not browser.find_element(By.ID, "error").is_displayed()
+        origins = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")
+        assert set(origins) <= {url.rstrip("/"), "null"}  # nothing fetched from elsewhere (data: URLs are 'null')
+        shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "serve.png")
+        assert browser.save_screenshot(str(shot)) and Image.open(shot).size[0] > 0
+        stop(process, signal.SIGTERM)
+    finally:
+        process.kill()
