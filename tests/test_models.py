@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stn_gtsrb import create_model, list_models
+from stn_gtsrb import TrainConfig, create_model, list_models, models
+from stn_gtsrb.cli_parser import build_parser
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.normalization import _named_constants
 
 TINY = {"lecun": "4,6,8", "idsia": "4,6,8,10"}
-DEPTH = {"lecun": 2, "idsia": 3}
 FAMILIES = ["affine", "rotation", "scale", "translation", "rotation+scale", "rotation+translation",
             "scale+translation", "rotation+scale+translation", "projective", "tps"]
 CASES = [(name, position, transform)
          for name in list_models()
-         for position in range(1, DEPTH[name] + 1)
+         for position in models.model_spec(name).positions
          for transform in FAMILIES]
 
 
@@ -43,7 +43,7 @@ def test_forward_backward_with_a_transformer(name, position, transform, multisca
 def test_a_step_builds_no_tensor_from_python_data(name, transform, monkeypatch):
     """The hot loop: once the first call has filled the normalisation cache, forward and backward
     build no tensor from Python numbers and compute no normalisation constant again."""
-    transformers = {position: "3,4,5" for position in range(1, DEPTH[name] + 1)}
+    transformers = dict.fromkeys(models.model_spec(name).positions, "3,4,5")
     model = create_model(name, cnn=TINY[name], transformers=transformers, transform=transform)
     x = torch.randn(2, 3, 32, 32)
     model(x)
@@ -95,8 +95,41 @@ def test_malformed_widths(cnn):
 
 
 def test_position_the_net_lacks():
-    with pytest.raises(StnError, match=r"transformer positions 1 to 2, got \[3\]"):
+    with pytest.raises(StnError, match=r"transformer positions 1 to 2 \(before each conv block\), got \[3\]"):
         create_model("lecun", cnn=TINY["lecun"], transformers={3: "3,4,5"})
+
+
+def test_a_network_is_one_registration(monkeypatch, capsys):
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))  # the toy leaves with the test
+
+    @models.register_model(widths="4,6", blocks=1)
+    def toy(widths, **options):
+        return models.ConvNet([(widths[0], 3)], widths[1], **options)
+
+    assert list_models() == ["idsia", "lecun", "toy"]
+    cfg = TrainConfig(net="toy", st=True, locnet="3,4,5").validate()
+    assert cfg.widths == "4,6" and models.model_spec("toy").positions == (1,)
+    model = cfg.network()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 43) and list(model.transformers) == ["1"]
+    assert create_model("toy", cnn="2,3").classifier.in_features == 3
+    with pytest.raises(StnError, match="--locnet2 puts a transformer before conv block 2, which toy lacks"):
+        TrainConfig(net="toy", locnet2="3,4,5").validate()
+    with pytest.raises(StnError, match="--cnn for toy must be 2 comma-separated positive integers"):
+        TrainConfig(net="toy", cnn="4,6,8").validate()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    assert "toy (1 conv block; widths 4,6)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_registration_must_build_what_it_declares(monkeypatch):
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+
+    @models.register_model(widths="4,6", blocks=1)
+    def liar(widths, **options):
+        return models.ConvNet([(widths[0], 3), (widths[0], 3)], widths[1], **options)
+
+    with pytest.raises(StnError, match="registered with 1 conv blocks but builds 2"):
+        create_model("liar")
 
 
 def test_unknown_cnorm_kernel():

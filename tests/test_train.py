@@ -161,7 +161,7 @@ def test_learning_rate_schedules():
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "-1"], "--epochs must be positive, got -1"),
     (["--cnn", "1,2"], "--cnn for lecun must be 3 comma-separated positive integers, got '1,2'"),
-    (["--locnet3", "4,4,4"], "--locnet3 needs a third conv block, which lecun lacks"),
+    (["--locnet3", "4,4,4"], "--locnet3 puts a transformer before conv block 3, which lecun lacks"),
     (["--optimizer", "nesterov"], "--optimizer nesterov needs --momentum > 0"),
     (["--optimizer", "lbfgs"], "--optimizer must be one of sgd, nesterov, adam, rmsprop, got 'lbfgs'"),
     (["--transform", "shear"], "--transform must be one of affine, projective, tps, got 'shear'"),

@@ -15,8 +15,9 @@ from .config import TrainConfig  # noqa: E402
 from .data import GTSRB, load_split, prepare  # noqa: E402
 from .errors import StnError  # noqa: E402
 from .evaluation import evaluate  # noqa: E402
-from .models import list_models  # noqa: E402
+from .models import ConvNet, list_models, model_spec, register_model  # noqa: E402
 from .train import train  # noqa: E402
 
-__all__ = ["GTSRB", "StnError", "TrainConfig", "create_model", "evaluate", "export", "list_models", "load_pretrained",
-           "load_split", "load_trained", "prepare", "pretrained_path", "train"]
+__all__ = ["ConvNet", "GTSRB", "StnError", "TrainConfig", "create_model", "evaluate", "export", "list_models",
+           "load_pretrained", "load_split", "load_trained", "model_spec", "prepare", "pretrained_path",
+           "register_model", "train"]

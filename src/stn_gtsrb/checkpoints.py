@@ -40,7 +40,7 @@ from .config import TrainConfig
 from .data import Normalizer
 from .errors import StnError
 from .fileio import atomic_write, save_torch
-from .models import ConvNet, build_model, check_model_name
+from .models import ConvNet, build_model, model_spec
 from .runtime import resolve_device
 
 CHECKPOINT_FORMAT = 1
@@ -121,7 +121,7 @@ def model_from_checkpoint(checkpoint: dict, path: str = "checkpoint") -> tuple[C
         cfg = TrainConfig.from_saved(checkpoint["config"]).validate()
     except StnError as error:
         raise StnError(f"{path}: its config is not one of this version's: {error}") from None
-    model = build_model(cfg.net, **cfg.model_options())
+    model = cfg.network()
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, KeyError) as error:
@@ -225,7 +225,7 @@ def create_model(name: str, pretrained: bool = False, **options) -> ConvNet:
     """
     if not pretrained:
         return build_model(name, **options)
-    check_model_name(name)
+    model_spec(name)  # a clear error for an unknown name
     model, cfg = model_from_checkpoint(load_checkpoint(pretrained_path(name)), f"pretrained {name}")
     shipped = cfg.model_options()
     differing = sorted(key for key, value in options.items() if key not in shipped or shipped[key] != value)

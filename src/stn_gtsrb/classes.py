@@ -1,4 +1,4 @@
-"""The 43 GTSRB class names, indexed by class id (the one place they live)."""
+"""The 43 GTSRB class names, indexed by class id, and their number (the one place they live)."""
 
 CLASS_NAMES = (
     "speed limit 20", "speed limit 30", "speed limit 50", "speed limit 60", "speed limit 70",
@@ -11,3 +11,4 @@ CLASS_NAMES = (
     "ahead only", "go straight or right", "go straight or left", "keep right", "keep left",
     "roundabout", "end of no overtaking", "end of no overtaking by trucks",
 )
+NUM_CLASSES = len(CLASS_NAMES)

@@ -37,9 +37,10 @@ from .archives import (
 )
 from .bench import bench
 from .checkpoints import export, load_trained, pretrained_path
+from .classes import NUM_CLASSES
 from .cli_parser import build_parser
 from .config import TrainConfig
-from .data import NUM_CLASSES, cache_path, cached_tensors, load_tensors, prepare, select_split
+from .data import cache_path, cached_tensors, load_tensors, prepare, select_split
 from .engines import stop_with_parent
 from .ensemble import evaluate_ensemble
 from .errors import StnError

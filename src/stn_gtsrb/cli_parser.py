@@ -14,6 +14,7 @@ from . import __version__
 from .archives import DATA_DIR_ENV, SOURCE_ENV
 from .config import TrainConfig
 from .inference import MAX_BATCH, MAX_MEGAPIXELS, MAX_UPLOAD_MB
+from .models import list_models, model_spec
 from .recipes import list_recipes
 from .robustness import DEFAULT_LEVELS, UNITS
 from .runtime import LAYOUTS, PRECISIONS
@@ -56,6 +57,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flags = SHORT_FLAGS.get(f.name, ()) + ("--" + f.name.replace("_", "-"),)
         help_text = f"{f.metadata['help']} (default: {f.default!r})"
+        if f.name == "net":
+            help_text += "; registered: " + ", ".join(model_spec(name).summary() for name in list_models())
         if isinstance(f.default, bool):
             group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:

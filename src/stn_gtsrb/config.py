@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import StnError
-from .models import DEFAULT_CNN, check_model_name, parse_widths
+from .models import ConvNet, build_model, model_spec, parse_widths
 from .normalization import KERNELS
 from .transformer import PROJECTIVE, TPS, TPS_GRID, check_tps_grid, parse_transform
 
@@ -44,8 +44,8 @@ class TrainConfig:
     per_channel_norm: bool = _opt(False, "global normalisation per colour channel (original: one scalar)")
     lnorm: bool = _opt(True, "local contrast normalisation of the input images")
     # --- network
-    net: str = _opt("lecun", "network name", choices=("idsia", "lecun"))
-    cnn: str = _opt("", "layer widths, e.g. 108,200,100 (lecun) or 150,200,300,350 (idsia); empty: the net's default")
+    net: str = _opt("lecun", "registered network (models.py)")
+    cnn: str = _opt("", "widths of the net's conv blocks, then of its hidden fc layer; empty: the net's default")
     ms: bool = _opt(False, "multi-scale features: last conv block's pooled input joins its output")
     cnorm: bool = _opt(True, "contrastive normalisation after the conv blocks")
     cnorm_kernel: str = _opt("uniform9", "kernel of the conv blocks' contrastive normalisation", choices=KERNELS)
@@ -56,7 +56,7 @@ class TrainConfig:
     st: bool = _opt(False, "add a spatial transformer on the input image (loc-net widths: --locnet)")
     locnet: str = _opt("30,60,30", "loc-net widths conv1,conv2,fc of the transformer on the input")
     locnet2: str = _opt("", "loc-net widths of a transformer before conv2 (empty: none)")
-    locnet3: str = _opt("", "loc-net widths of a transformer before conv3, idsia only (empty: none)")
+    locnet3: str = _opt("", "loc-net widths of a transformer before conv3, for nets with a third block (empty: none)")
     rot: bool = _opt(False, "restrict transformers to rotation (combine with --sca/--tra; none: full affine)")
     sca: bool = _opt(False, "restrict transformers to isotropic scale (combinable)")
     tra: bool = _opt(False, "restrict transformers to translation (combinable)")
@@ -91,7 +91,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ derived
     @property
     def widths(self) -> str:
-        return self.cnn or DEFAULT_CNN[self.net]
+        return self.cnn or model_spec(self.net).widths
 
     @property
     def transform_spec(self) -> str:
@@ -104,6 +104,10 @@ class TrainConfig:
     def transformers(self) -> dict[int, str]:
         spec = {1: self.locnet if self.st else "", 2: self.locnet2, 3: self.locnet3}
         return {position: widths for position, widths in spec.items() if widths}
+
+    def network(self) -> ConvNet:
+        """A network with fresh weights, as this config describes it."""
+        return build_model(self.net, **self.model_options())
 
     def model_options(self) -> dict:
         """Keyword arguments for ``create_model(self.net, ...)``."""
@@ -119,7 +123,7 @@ class TrainConfig:
             value, choices = getattr(self, f.name), f.metadata.get("choices")
             if choices and value not in choices:
                 raise StnError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, got {value!r}")
-        check_model_name(self.net)
+        spec = model_spec(self.net)
         positive = {"image_size": self.image_size, "epochs": self.epochs, "batch_size": self.batch_size,
                     "lr": self.lr, "step_epochs": self.step_epochs, "locnet_lr_mult": self.locnet_lr_mult}
         for f in dataclasses.fields(self):
@@ -139,7 +143,7 @@ class TrainConfig:
                 raise StnError(f"--{name.replace('_', '-')} must be below 1, got {getattr(self, name)}")
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")
-        parse_widths(self.widths, 4 if self.net == "idsia" else 3, f"--cnn for {self.net}")
+        spec.parse_widths(self.cnn)
         if self.transform != "affine" and (self.rot or self.sca or self.tra):
             raise StnError(f"--rot, --sca and --tra restrict the affine family, not --transform {self.transform}")
         check_tps_grid(self.tps_grid)
@@ -147,9 +151,11 @@ class TrainConfig:
         if self.val and self.test_curve:
             raise StnError("--test-curve scores the test set, which a run with --val never does (the test set stays "
                            "blind while choosing); score a finished run with `stn-gtsrb eval RUN`")
-        if self.locnet3 and self.net != "idsia":
-            raise StnError(f"--locnet3 needs a third conv block, which {self.net} lacks (use --net idsia)")
         for position, widths in self.transformers.items():
+            option = "--st" if position == 1 else f"--locnet{position}"
+            if position not in spec.positions:
+                raise StnError(f"{option} puts a transformer before conv block {position}, which {self.net} lacks "
+                               f"(it has {spec.blocks}: transformer positions {', '.join(map(str, spec.positions))})")
             parse_widths(widths, 3, "--locnet" + ("" if position == 1 else str(position)))
         return self
 

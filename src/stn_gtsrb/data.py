@@ -26,12 +26,12 @@ import torch
 from PIL import Image
 
 from .archives import ARCHIVES, default_data_dir, expected_hashes, fetch_archives, remember_source, resolve_source
+from .classes import NUM_CLASSES
 from .errors import StnError
 from .fileio import save_torch
 from .normalization import contrastive_normalize
 
 FORMAT_VERSION = 1
-NUM_CLASSES = 43
 SPLITS = ("train", "val", "train_without_val", "test")
 TRAIN_DIR = "GTSRB/Final_Training/Images"
 TEST_DIR = "GTSRB/Final_Test/Images"
@@ -100,13 +100,9 @@ def _read_csv(archive: zipfile.ZipFile, name: str) -> list[dict[str, str]]:
 
 
 def decode_resized(source, size: int, max_pixels: int | None = None) -> np.ndarray:
-    """Any image Pillow reads (a path or a file object) as ``(size, size, 3)`` uint8 RGB.
-
-    The whole image is resized (bilinear, aspect ratio not kept), as in the
-    original work. Raises OSError/ValueError for unreadable data, and
-    ``Image.DecompressionBombError`` for an image of more than ``max_pixels``
-    pixels (checked on its header, before it is decoded).
-    """
+    """Any image Pillow reads (a path or a file object) as ``(size, size, 3)`` uint8 RGB, the whole image
+    resized (bilinear, aspect ratio not kept) as in the original work. Raises OSError/ValueError for unreadable
+    data, ``Image.DecompressionBombError`` for more than ``max_pixels`` pixels (read from the header)."""
     with Image.open(source) as image:
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels is more than the limit of "
@@ -335,14 +331,13 @@ class Normalizer:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Normalizer":
-        """A saved normaliser; one saved before ``legacy`` existed used the legacy formula.
-        StnError naming what is wrong if ``state`` is not one."""
+        """A saved normaliser (one saved before ``legacy`` existed used the legacy formula); else StnError."""
         if not isinstance(state, dict) or not {"mean", "std", "local"} <= set(state):
             raise StnError("its normalizer is malformed: it needs mean, std and local")
         mean, std = state["mean"], state["std"]
         for name, value in (("mean", mean), ("std", std)):
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) not in ((), (3,)) or \
-                    not value.is_floating_point() or not torch.isfinite(value).all():
+            if not (isinstance(value, torch.Tensor) and tuple(value.shape) in ((), (3,)) and value.is_floating_point()
+                    and torch.isfinite(value).all()):
                 raise StnError(f"its normalizer is malformed: {name} must be a finite float tensor of shape () or (3,)")
         if mean.shape != std.shape or not (std > 0).all():
             raise StnError("its normalizer is malformed: std must be positive and shaped as mean")

@@ -35,7 +35,7 @@ from .checkpoints import load_checkpoint, trained_from_checkpoint
 from .config import TrainConfig
 from .data import decode_resized
 from .errors import StnError
-from .models import ConvNet, build_model
+from .models import ConvNet
 from .onnx_export import OnnxClassifier
 from .predict import top_classes, top_entries
 from .robustness import LIMITS, content_thetas, resample
@@ -127,8 +127,7 @@ def load_served(path: Path | str, name: str | None = None, device: str = "cpu", 
         if best:
             raise StnError("--best picks a checkpoint in a run directory, not an ONNX file")
         classifier = OnnxClassifier(path)
-        network = build_model(classifier.config.net, **classifier.config.model_options())
-        return Served(classifier.trace, classifier.config, network, name, "onnx")
+        return Served(classifier.trace, classifier.config, classifier.config.network(), name, "onnx")
     checkpoint = load_checkpoint(path, best)
     model, cfg, normalizer = trained_from_checkpoint(checkpoint, str(path), device)
     return Served(torch_tracer(model, normalizer), cfg, model, name, "pytorch", checkpoint["epoch"],

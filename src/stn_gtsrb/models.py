@@ -1,8 +1,12 @@
 """Networks: a registry of conv nets with optional spatial transformers.
 
 ``build_model(name, **options)`` builds a registered network; ``list_models()``
-names them (``stn_gtsrb.create_model`` also loads pretrained weights). Both
-networks follow Moodstocks' ``gtsrb.torch``:
+names them and ``model_spec(name)`` gives what the registration says of one:
+its default widths, its number of conv blocks and the positions where a
+transformer may sit, from which TrainConfig's checks and the CLI's help derive
+(``stn_gtsrb.create_model`` also loads pretrained weights). Adding a network is
+one ``@register_model(...)`` on its builder. Both shipped networks follow
+Moodstocks' ``gtsrb.torch``:
 
 * ``lecun``: 2 conv blocks (5×5), fc, classifier; widths ``"108,200,100"``.
 * ``idsia``: 3 conv blocks (7×7, 4×4, 4×4), fc, classifier; widths
@@ -24,44 +28,76 @@ projective, ``(B, K², 2)`` thin-plate spline; see transformer.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .classes import NUM_CLASSES
 from .errors import StnError
 from .normalization import KERNELS, ContrastiveNorm
 from .transformer import TPS_GRID, SpatialTransformer
 
-NUM_CLASSES = 43
 PADDING = 2  # every conv of the original uses padding 2
 
-_REGISTRY: dict[str, Callable[..., "ConvNet"]] = {}
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered network: its builder and the facts the config and the CLI check against."""
+
+    name: str
+    build: Callable[..., "ConvNet"]  # (widths: tuple of blocks + 1 ints, **ConvNet options) -> ConvNet
+    widths: str  # default --cnn: each conv block's channels, then the hidden fc layer's units
+    blocks: int  # conv blocks; a transformer may sit before each (positions 1 to blocks)
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """Where a transformer may sit: before conv block 1, 2, ..."""
+        return tuple(range(1, self.blocks + 1))
+
+    def parse_widths(self, spec: str, what: str = "--cnn") -> tuple[int, ...]:
+        """``spec`` (empty: the default) as ``blocks + 1`` positive ints; else StnError."""
+        return parse_widths(spec or self.widths, self.blocks + 1, f"{what} for {self.name}")
+
+    def summary(self) -> str:
+        """One line for help texts."""
+        return f"{self.name} ({self.blocks} conv block{'s' if self.blocks > 1 else ''}; widths {self.widths})"
 
 
-def register_model(fn: Callable[..., "ConvNet"]) -> Callable[..., "ConvNet"]:
-    _REGISTRY[fn.__name__] = fn
-    return fn
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(*, widths: str, blocks: int) -> Callable:
+    """Decorator registering ``builder(widths, **options) -> ConvNet`` under its function name, with its
+    default widths and its number of conv blocks (see :class:`ModelSpec`)."""
+    def register(build: Callable[..., "ConvNet"]) -> Callable[..., "ConvNet"]:
+        _REGISTRY[build.__name__] = ModelSpec(build.__name__, build, widths, blocks)
+        return build
+    return register
 
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, **options) -> "ConvNet":
-    """Build the registered network ``name`` with keyword ``options`` (fresh weights).
-
-    ``stn_gtsrb.create_model`` (checkpoints.py) adds ``pretrained=True``.
-    """
-    return _REGISTRY[check_model_name(name)](**options)
-
-
-def check_model_name(name: str) -> str:
-    """``name`` if it is registered; else StnError listing the valid names."""
+def model_spec(name: str) -> ModelSpec:
+    """The registration of network ``name``; StnError listing the valid names if there is none."""
     if name not in _REGISTRY:
         raise StnError(f"unknown network {name!r}; valid: {', '.join(list_models())}")
-    return name
+    return _REGISTRY[name]
+
+
+def build_model(name: str, cnn: str = "", **options) -> "ConvNet":
+    """Build the registered network ``name``, widths ``cnn`` (empty: its default), with keyword ``options``
+    for :class:`ConvNet` (fresh weights). ``stn_gtsrb.create_model`` (checkpoints.py) adds ``pretrained=True``.
+    """
+    spec = model_spec(name)
+    model = spec.build(spec.parse_widths(cnn), **options)
+    if model.depth != spec.blocks:
+        raise StnError(f"network {name} was registered with {spec.blocks} conv blocks but builds {model.depth}")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -115,7 +151,8 @@ class ConvNet(nn.Module):
         transformers = dict(transformers or {})
         bad = sorted(set(transformers) - set(range(1, len(convs) + 1)))
         if bad:
-            raise StnError(f"this network has transformer positions 1 to {len(convs)}, got {bad}")
+            raise StnError(f"this network has transformer positions 1 to {len(convs)} (before each conv block), "
+                           f"got {bad}")
         if cnorm and cnorm_kernel not in KERNELS:
             raise StnError(f"unknown cnorm kernel {cnorm_kernel!r}; valid: {', '.join(KERNELS)}")
         if not 0 <= dropout < 1:
@@ -172,18 +209,15 @@ class ConvNet(nn.Module):
         return list(self.transformers.parameters())
 
 
-@register_model
-def lecun(cnn: str = "108,200,100", **options) -> ConvNet:
+@register_model(widths="108,200,100", blocks=2)
+def lecun(widths: tuple[int, ...], **options) -> ConvNet:
     """LeCun-style net: 2 conv blocks (5×5), widths ``conv1,conv2,fc``."""
-    c1, c2, fc = parse_widths(cnn, 3, "--cnn for lecun")
+    c1, c2, fc = widths
     return ConvNet([(c1, 5), (c2, 5)], fc, **options)
 
 
-@register_model
-def idsia(cnn: str = "150,200,300,350", **options) -> ConvNet:
+@register_model(widths="150,200,300,350", blocks=3)
+def idsia(widths: tuple[int, ...], **options) -> ConvNet:
     """IDSIA-like net: 3 conv blocks (7×7, 4×4, 4×4), widths ``conv1,conv2,conv3,fc``."""
-    c1, c2, c3, fc = parse_widths(cnn, 4, "--cnn for idsia")
+    c1, c2, c3, fc = widths
     return ConvNet([(c1, 7), (c2, 4), (c3, 4)], fc, **options)
-
-
-DEFAULT_CNN = {"lecun": "108,200,100", "idsia": "150,200,300,350"}

@@ -33,7 +33,7 @@ from .device_data import load_device_data
 from .ema import WeightAverage
 from .errors import StnError
 from .evaluation import accuracy
-from .models import ConvNet, build_model, count_parameters
+from .models import ConvNet, count_parameters
 from .runtime import Runtime, autocast_for, rng_state, set_rng_state
 
 
@@ -204,7 +204,7 @@ def _restore(run_dir: Path, checkpoint: dict | None, model, optimizer, echo) -> 
 def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, checkpoint: dict | None,
                   progress: bool, callbacks: Sequence[Callback], echo) -> dict:
     torch.manual_seed(cfg.seed)
-    model, forward = runtime.model(build_model(cfg.net, **cfg.model_options()))
+    model, forward = runtime.model(cfg.network())
     optimizer = build_optimizer(cfg, model)
     first_epoch, step, best = _restore(run_dir, checkpoint, model, optimizer, echo)
     ema = WeightAverage(model, cfg.ema, updates=step) if cfg.ema else None
