@@ -1,6 +1,6 @@
 """Load on ``stn-gtsrb serve``: N concurrent clients for a bounded time, on 127.0.0.1 only.
 
-    python benchmarks/serve_load.py --clients 16 --seconds 30 --max-batch 1,16 | tee benchmarks/serve_load.log
+    python benchmarks/serve_load.py --clients 16 --seconds 30 --max-batch 1,16 > benchmarks/serve_load-CPU.log
 
 For each ``--max-batch`` value, starts ``stn-gtsrb serve`` (the shipped model
 unless ``--model``) on a free port of 127.0.0.1 as a process of its own, waits
