@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from stn_gtsrb import data
+from stn_gtsrb import DataLocation, data
 
 
 def main() -> None:
@@ -29,13 +29,14 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads")
     with tempfile.TemporaryDirectory() as data_dir:
         start = time.perf_counter()
-        path = data.prepare(args.size, data_dir, args.source, show_progress=False)
+        location = DataLocation.resolve(data_dir, args.source)
+        path = data.prepare(args.size, location, show_progress=False)
         first = time.perf_counter() - start
         print(f"first prepare (size {args.size}): {first:.2f} s -> {os.path.getsize(path) / 2**20:.0f} MiB cache")
         loads = []
         for _ in range(args.loads):
             start = time.perf_counter()
-            official = data.load_tensors(args.size, data_dir, args.source)
+            official = data.load_tensors(args.size, location)
             loads.append(time.perf_counter() - start)
         print(f"cached load: median {statistics.median(loads):.3f} s, max {max(loads):.3f} s "
               f"over {args.loads} loads ({len(official['train'])} train + {len(official['test'])} test images)")

@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stn_gtsrb import TrainConfig, create_model
+from stn_gtsrb import DataLocation, TrainConfig, create_model
 from stn_gtsrb.device_data import load_device_data
 from stn_gtsrb.recipes import load_recipe
 from stn_gtsrb.runtime import Runtime, autocast_for
@@ -78,7 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     base = TrainConfig.from_dict({**load_recipe("paper"), "n": args.images, "epochs": 1})
     device = Runtime.resolve(args.device).device
-    images, labels = load_device_data(base, device, args.data_dir, args.source, splits=("train",)).splits["train"]
+    images, labels = load_device_data(base, device, DataLocation.resolve(args.data_dir, args.source),
+                                      splits=("train",)).splits["train"]
     torch.manual_seed(base.seed)
     initial = create_model(base.net, **base.model_options())
     print(f"device {device}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, torch {torch.__version__}; "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stn_gtsrb import TrainConfig, data, train
+from stn_gtsrb import DataLocation, TrainConfig, data, train
 from stn_gtsrb.visualize import TrainingRecorder
 from synthetic_gtsrb import write_archives
 
@@ -47,20 +47,20 @@ def shared_dir(tmp_path_factory) -> Path:
 def prepared(shared_dir, tmp_path_factory) -> Path:
     """A data directory with the 32 px cache built from the synthetic archives."""
     data_dir = tmp_path_factory.mktemp("data")
-    data.prepare(32, data_dir, str(shared_dir), show_progress=False)
+    data.prepare(32, DataLocation(data_dir, str(shared_dir)), show_progress=False)
     return data_dir
 
 
 @pytest.fixture(scope="session")
 def official(prepared, shared_dir):
-    return data.load_tensors(32, prepared, str(shared_dir))
+    return data.load_tensors(32, DataLocation(prepared, str(shared_dir)))
 
 
 @pytest.fixture(scope="session")
 def real_prepared(real_dir, tmp_path_factory) -> Path:
     """A data directory with the 32 px cache built from the real archives."""
     data_dir = tmp_path_factory.mktemp("real-data")
-    data.prepare(32, data_dir, str(real_dir), show_progress=False)
+    data.prepare(32, DataLocation(data_dir, str(real_dir)), show_progress=False)
     return data_dir
 
 

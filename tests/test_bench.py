@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import CLI, run_cli
-from stn_gtsrb import TrainConfig, bench, engines, results
+from stn_gtsrb import DataLocation, TrainConfig, bench, engines, results
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.grid import axis_options, describe, expand, load_grid, run_id
 
@@ -50,7 +50,8 @@ def two_by_two(tmp_path_factory, prepared, shared_dir):
     its grid file, output directory and records."""
     root = tmp_path_factory.mktemp("two-by-two")
     grid = write_grid(root, TWO_BY_TWO)
-    records = bench.bench(grid, root / "out", workers=2, data_dir=prepared, source=str(shared_dir), echo=quiet)
+    records = bench.bench(grid, root / "out", workers=2, location=DataLocation(prepared, str(shared_dir)),
+                          echo=quiet)
     return grid, root / "out", records
 
 

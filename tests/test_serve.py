@@ -29,7 +29,7 @@ from PIL import Image
 
 from cli_helpers import CLI, run_cli
 from conftest import REAL
-from stn_gtsrb import data
+from stn_gtsrb import DataLocation, data
 from stn_gtsrb.checkpoints import load_pretrained, load_trained, pretrained_path
 from stn_gtsrb.inference import Distortion, load_served
 from stn_gtsrb.robustness import content_thetas, resample
@@ -150,9 +150,9 @@ def test_model_health_and_samples(client, served, official):
 
 
 def test_a_cache_is_read_never_built(shared_dir, prepared, tmp_path):
-    assert data.cached_tensors(32, tmp_path / "empty", str(shared_dir)) is None
+    assert data.cached_tensors(32, DataLocation(tmp_path / "empty", str(shared_dir))) is None
     assert not (tmp_path / "empty").exists()
-    assert len(data.cached_tensors(32, prepared, str(shared_dir))["test"]) > 0
+    assert len(data.cached_tensors(32, DataLocation(prepared, str(shared_dir)))["test"]) > 0
 
 
 def patched_png(width: int, height: int) -> bytes:

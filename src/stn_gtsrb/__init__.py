@@ -10,6 +10,7 @@ Python API::
 
 __version__ = "0.1.0"
 
+from .archives import DataLocation  # noqa: E402
 from .checkpoints import create_model, export, load_pretrained, load_trained, pretrained_path  # noqa: E402
 from .config import TrainConfig  # noqa: E402
 from .data import GTSRB, load_split, prepare  # noqa: E402
@@ -18,6 +19,6 @@ from .evaluation import evaluate  # noqa: E402
 from .models import ConvNet, list_models, model_spec, register_model  # noqa: E402
 from .train import train  # noqa: E402
 
-__all__ = ["ConvNet", "GTSRB", "StnError", "TrainConfig", "create_model", "evaluate", "export", "list_models",
-           "load_pretrained", "load_split", "load_trained", "model_spec", "prepare", "pretrained_path",
+__all__ = ["ConvNet", "DataLocation", "GTSRB", "StnError", "TrainConfig", "create_model", "evaluate", "export",
+           "list_models", "load_pretrained", "load_split", "load_trained", "model_spec", "prepare", "pretrained_path",
            "register_model", "train"]

@@ -1,10 +1,12 @@
 """Where the three official GTSRB archives come from, and checking them.
 
 A *source* is either a base URL (the official site or a mirror) or a local
-folder that holds the archives (such as an offline copy). Archives from a
-folder are read in place; archives from a URL are downloaded with pooch into
-``DATA_DIR/archives`` (temporary file, hash check, then rename, with a
-progress bar). Every archive is verified before use:
+folder that holds the archives (such as an offline copy). A
+:class:`DataLocation` pairs it with the data directory that holds what is
+made of the archives. Archives from a folder are read in place; archives from
+a URL are downloaded with pooch into ``DATA_DIR/archives`` (temporary file,
+hash check, then rename, with a progress bar). Every archive is verified
+before use:
 
 * against the source's ``SHA256SUMS`` file when it ships one,
 * otherwise against the official MD5 sums below.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -50,26 +53,60 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or platformdirs.user_cache_dir("stn-gtsrb"))
 
 
-def resolve_source(source: str | None, data_dir: Path | str) -> str:
-    """The source to use: ``source`` if given, else the one ``data_dir`` was prepared from
-    (:func:`remember_source`), else ``$STN_GTSRB_SOURCE``, else the official download URL."""
-    return source or remembered_source(data_dir) or os.environ.get(SOURCE_ENV) or OFFICIAL_URL
+@dataclass(frozen=True)
+class DataLocation:
+    """Where the prepared data lives and where its archives come from.
+
+    Resolve it once, where the options enter (:meth:`resolve`), and pass it down whole.
+    """
+
+    dir: Path  # the data directory: the prepared tensor caches, archives downloaded from a URL, SOURCE_FILE
+    source: str  # a base URL or a folder holding the three official archives
+
+    @classmethod
+    def resolve(cls, data_dir: Path | str | None = None, source: str | None = None) -> DataLocation:
+        """The location that options (or their absence) name.
+
+        Args:
+            data_dir: the data directory; default :func:`default_data_dir`.
+            source: a base URL or folder; default the source the data directory was prepared from
+                (:func:`remember_source`), else ``$STN_GTSRB_SOURCE``, else the official URL.
+        """
+        folder = Path(data_dir) if data_dir else default_data_dir()
+        return cls(folder, source or remembered_source(folder) or os.environ.get(SOURCE_ENV) or OFFICIAL_URL)
+
+    @property
+    def archive_dir(self) -> Path:
+        """Where archives from a URL source are downloaded to."""
+        return self.dir / "archives"
 
 
-def remembered_source(data_dir: Path | str) -> str | None:
+def resolve_location(location: DataLocation | None, data_dir: Path | str | None = None,
+                     source: str | None = None) -> DataLocation:
+    """``location``, else :meth:`DataLocation.resolve` of ``data_dir`` and ``source``: for the public functions,
+    which take a location or, as a convenience, the two options it is made of (one or the other, not both)."""
+    if location is None:
+        return DataLocation.resolve(data_dir, source)
+    if data_dir is not None or source is not None:
+        raise StnError("give a location or its data directory and source, not both")
+    return location
+
+
+def remembered_source(data_dir: Path) -> str | None:
     """The source recorded in ``data_dir/SOURCE_FILE``, if any."""
-    path = Path(data_dir) / SOURCE_FILE
+    path = data_dir / SOURCE_FILE
     try:
         return json.loads(path.read_text())["source"] if path.exists() else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise StnError(f"cannot read {path}: {error}; delete it and prepare the data again") from None
 
 
-def remember_source(data_dir: Path | str, source: str) -> None:
-    """Record ``source`` (a folder as an absolute path) as where ``data_dir``'s archives come from."""
-    value = source if is_url(source) else str(Path(source).resolve())
-    if remembered_source(data_dir) != value:
-        write_text(Path(data_dir) / SOURCE_FILE, json.dumps({"source": value}) + "\n")
+def remember_source(location: DataLocation) -> None:
+    """Record the location's source (a folder as an absolute path) in its data directory, where
+    :meth:`DataLocation.resolve` finds it when given the directory alone."""
+    value = location.source if is_url(location.source) else str(Path(location.source).resolve())
+    if remembered_source(location.dir) != value:
+        write_text(location.dir / SOURCE_FILE, json.dumps({"source": value}) + "\n")
 
 
 def is_url(source: str) -> bool:
@@ -104,12 +141,13 @@ def _mirror_checksums(base_url: str, archive_dir: Path, download: bool) -> dict[
     return None
 
 
-def expected_hashes(source: str, data_dir: Path, download: bool = False) -> dict[str, str]:
-    """Archive name -> the hash it must have, for this source."""
+def expected_hashes(location: DataLocation, download: bool = False) -> dict[str, str]:
+    """Archive name -> the hash it must have, for the location's source."""
+    source = location.source
     if is_url(source):
         shipped = None
         if source != OFFICIAL_URL:
-            shipped = _mirror_checksums(_base_url(source), Path(data_dir) / "archives", download)
+            shipped = _mirror_checksums(_base_url(source), location.archive_dir, download)
     else:
         checksum_file = Path(source) / CHECKSUM_FILE
         shipped = parse_checksums(checksum_file.read_text(), str(checksum_file)) if checksum_file.exists() else None
@@ -147,19 +185,18 @@ def _download(url: str, known_hash: str, archive_dir: Path, show_progress: bool)
         raise StnError(f"cannot write {archive_dir / name}: {error}") from None
 
 
-def fetch_archives(source: str | None = None, data_dir: Path | str | None = None,
-                   download: bool = False, show_progress: bool = True) -> tuple[dict[str, Path], dict[str, str]]:
+def fetch_archives(location: DataLocation, download: bool = False,
+                   show_progress: bool = True) -> tuple[dict[str, Path], dict[str, str]]:
     """Locate (and if allowed download) the three archives and verify them.
 
     Returns ``(paths, hashes)``: role -> verified path, archive name -> hash.
     Raises StnError naming the archive that is missing or fails verification.
     """
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
-    source = resolve_source(source, data_dir)
-    hashes = expected_hashes(source, data_dir, download)
+    source = location.source
+    hashes = expected_hashes(location, download)
     paths = {}
     if is_url(source):
-        archive_dir = data_dir / "archives"
+        archive_dir = location.archive_dir
         for role, name in ARCHIVES.items():
             path = archive_dir / name
             if download:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .archives import DataLocation
 from .engines import run_local, run_ray
 from .errors import StnError
 from .fileio import locked_directory, write_text
@@ -53,7 +54,8 @@ def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
 def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", workers: int = 1,
           repeats: int | None = None, dry_run: bool = False, extend: bool = False, retry_failed: bool = False,
           address: str | None = None, cpus_per_trial: int = 1, storage: str | None = None, sort: str = "auto",
-          data_dir=None, source=None, device: str = "auto", precision: str = "auto", echo=print) -> list[dict]:
+          location: DataLocation | None = None, device: str = "auto", precision: str = "auto",
+          echo=print) -> list[dict]:
     """Run every cell of the grid not yet recorded in ``out_dir``; return all records."""
     if engine not in ("local", "ray"):
         raise StnError(f"unknown engine {engine!r}; valid: local, ray")
@@ -73,7 +75,7 @@ def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", wor
         _claim_directory(out_dir, grid, extend)
         echo(f"{len(configs)} runs ({grid.repeats} seed(s) per cell), {len(configs) - len(todo)} already "
              f"recorded, {len(todo)} to run with the {engine} engine")
-        cell_options = dict(data_dir=data_dir, source=source, device=device, precision=precision)
+        cell_options = dict(location=location, device=device, precision=precision)
         if todo and engine == "local":
             run_local(todo, out_dir, axis_options(grid), workers, **cell_options)
         elif todo:

@@ -28,13 +28,7 @@ from pathlib import Path
 import torch
 
 from . import inference, predict, report, robustness_report, visualize
-from .archives import (
-    ARCHIVES,
-    default_data_dir,
-    expected_hashes,
-    fetch_archives,
-    resolve_source,
-)
+from .archives import ARCHIVES, DataLocation, expected_hashes, fetch_archives
 from .bench import bench
 from .checkpoints import export, load_trained, pretrained_path
 from .classes import NUM_CLASSES
@@ -71,21 +65,25 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**start, **given})
 
 
+def _location(args: argparse.Namespace) -> DataLocation:
+    """The data location that ``--data-dir`` and ``--source`` (or their defaults) name."""
+    return DataLocation.resolve(args.data_dir, args.source)
+
+
 def cmd_data(args: argparse.Namespace) -> None:
+    location = _location(args)
     if args.data_command == "verify":
-        paths, hashes = fetch_archives(args.source, args.data_dir, download=False)
+        paths, hashes = fetch_archives(location, download=False)
         for role, path in paths.items():
             print(f"ok  {path}  {hashes[ARCHIVES[role]]}")
         return
     if args.data_command == "prepare":
-        path = prepare(args.size, args.data_dir, args.source, download=True, rebuild=args.rebuild)
+        path = prepare(args.size, location, download=True, rebuild=args.rebuild)
         print(f"cache ready: {path}")
         return
-    official = load_tensors(args.size, args.data_dir, args.source)
-    data_dir = args.data_dir or default_data_dir()
-    source = resolve_source(args.source, data_dir)
-    print(json.dumps({"source": source, "cache": str(cache_path(data_dir, args.size)), "image_size": args.size,
-                      "archives": expected_hashes(source, data_dir)}, indent=2))
+    official = load_tensors(args.size, location)
+    print(json.dumps({"source": location.source, "cache": str(cache_path(location.dir, args.size)),
+                      "image_size": args.size, "archives": expected_hashes(location)}, indent=2))
     splits = {name: select_split(official, name, args.val_seed, args.val_tracks)
               for name in ("train", "val", "train_without_val", "test")}
     print("split               images  tracks")
@@ -105,8 +103,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.record_st:
         callbacks.append(visualize.TrainingRecorder.for_run(cfg.validate(), args.record_st, args.output))
     result = train(cfg, args.output, device=args.device, precision=args.precision, layout=args.layout,
-                   compile=args.compile, resume=args.resume, overwrite=args.overwrite, data_dir=args.data_dir,
-                   source=args.source, download=args.download, progress=None if not args.script else False,
+                   compile=args.compile, resume=args.resume, overwrite=args.overwrite, location=_location(args),
+                   download=args.download, progress=None if not args.script else False,
                    callbacks=callbacks)
     split = "val" if cfg.val else "test"  # a run with --val never scores the test set
     print(f"final {'validation' if cfg.val else 'test'} accuracy: {result[split + '_acc']:.2f}% (run in {args.output})")
@@ -119,12 +117,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if not paths:
         raise StnError("give a checkpoint (run directory, .pt or .safetensors file), several, or --pretrained")
     if len(paths) == 1 and not args.tta:
-        result = evaluate(paths[0], args.split, args.device, args.data_dir, args.source, precision=args.precision,
+        result = evaluate(paths[0], args.split, args.device, _location(args), precision=args.precision,
                           best=args.best)
         what = f"epoch {result['epoch']}"
     else:
-        result = evaluate_ensemble(paths, args.split, args.tta, args.device, args.data_dir, args.source,
-                                   best=args.best)
+        result = evaluate_ensemble(paths, args.split, args.tta, args.device, _location(args), best=args.best)
         what = (f"committee of {len(paths)} models" if len(paths) > 1 else "one model") + (
             f", test-time augmentation over {result['views']} views" if args.tta else "")
     if args.json:
@@ -145,7 +142,7 @@ def _check_scale(scale: int) -> None:
 def cmd_plot(args: argparse.Namespace) -> None:
     _check_scale(args.scale)
     picture = visualize.plot_checkpoint(_model_path(args), args.count, args.split, args.indices, args.seed,
-                                        args.scale, args.data_dir, args.source, echo=_print_err, best=args.best)
+                                        args.scale, _location(args), echo=_print_err, best=args.best)
     print(f"wrote {visualize.save_png(picture, args.output)} ({picture.width}x{picture.height})")
 
 
@@ -154,13 +151,13 @@ def cmd_animate(args: argparse.Namespace) -> None:
     if args.training:
         frames = visualize.training_frames(_model_path(args), args.stride)
     else:
-        frames = visualize.track_animation(_model_path(args), args.class_id, args.track, args.scale, args.data_dir,
-                                           args.source, echo=_print_err, best=args.best)
+        frames = visualize.track_animation(_model_path(args), args.class_id, args.track, args.scale, _location(args),
+                                           echo=_print_err, best=args.best)
     print(f"wrote {visualize.save_gif(frames, args.output, args.frame_ms)} ({len(frames)} frames)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    for path in report.report(args.run, args.output, args.data_dir, args.source, args.device, args.best):
+    for path in report.report(args.run, args.output, _location(args), args.device, args.best):
         print(f"wrote {path}")
 
 
@@ -221,8 +218,8 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     robustness_report.check_output(args.output, args.overwrite)
     sources = ([robustness_report.PRETRAINED] if args.pretrained else []) + args.models
     subjects = robustness_report.load_subjects(sources, args.device, args.best)
-    result = robustness_report.measure(subjects, levels, args.n, args.seed, tracks, args.data_dir, args.source,
-                                       args.download, progress=sys.stderr.isatty(), split=args.split)
+    result = robustness_report.measure(subjects, levels, args.n, args.seed, tracks, _location(args), args.download,
+                                       progress=sys.stderr.isatty(), split=args.split)
     for path in robustness_report.write_results(result, args.output):
         print(f"wrote {path}")
 
@@ -242,8 +239,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the sweep like Ctrl-C: its running cells too
     bench(args.target[0], args.output, engine=args.engine, workers=args.workers, repeats=args.repeats,
           dry_run=args.dry_run, extend=args.extend, retry_failed=args.retry_failed, address=args.address,
-          cpus_per_trial=args.cpus_per_trial, storage=args.storage, sort=args.sort, data_dir=args.data_dir,
-          source=args.source, device=args.device, precision=args.precision)
+          cpus_per_trial=args.cpus_per_trial, storage=args.storage, sort=args.sort, location=_location(args),
+          device=args.device, precision=args.precision)
 
 
 SERVE_EXTRA = ("fastapi", "starlette", "uvicorn", "python_multipart")  # the serve extra's modules
@@ -264,7 +261,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     served = inference.load_served(args.model or pretrained_path(), None if args.model else "pretrained",
                                    args.device, args.best)
     try:
-        cached = cached_tensors(served.config.image_size, args.data_dir, args.source)
+        cached = cached_tensors(served.config.image_size, _location(args))
     except StnError as problem:
         cached = None
         _print_err(f"stn-gtsrb: note: no random test images ({problem})")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .archives import ARCHIVES, default_data_dir, expected_hashes, fetch_archives, remember_source, resolve_source
+from .archives import ARCHIVES, DataLocation, expected_hashes, fetch_archives, remember_source, resolve_location
 from .classes import NUM_CLASSES
 from .errors import StnError
 from .fileio import save_torch
@@ -199,50 +199,47 @@ def _read_cache(path: Path, size: int, hashes: dict[str, str]) -> dict | None:
     return content
 
 
-def _build_cache(size: int, data_dir: Path, source: str, download: bool, show_progress: bool) -> dict:
+def _build_cache(size: int, location: DataLocation, download: bool, show_progress: bool) -> dict:
     """Fetch and verify the archives, decode both splits, write the cache; return its content."""
-    paths, hashes = fetch_archives(source, data_dir, download, show_progress)
+    paths, hashes = fetch_archives(location, download, show_progress)
     content = {
         "key": {"format": FORMAT_VERSION, "size": size, "archives": hashes},
         "train": decode_training(paths["train"], size).to_dict(),
         "test": decode_test(paths["test_images"], paths["test_labels"], size).to_dict(),
     }
-    save_torch(content, cache_path(data_dir, size))
-    remember_source(data_dir, source)
+    save_torch(content, cache_path(location.dir, size))
+    remember_source(location)
     return content
 
 
-def prepare(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
-            download: bool = False, rebuild: bool = False, show_progress: bool = True) -> Path:
-    """Make sure the cache for ``size`` exists and is current; return its path. The data directory
-    remembers ``source``, so later calls given only the data directory use it too."""
+def prepare(size: int = 32, location: DataLocation | None = None, download: bool = False, rebuild: bool = False,
+            show_progress: bool = True, *, data_dir=None, source=None) -> Path:
+    """Make sure the cache for ``size`` exists and is current; return its path. ``location``: see :func:`load_split`.
+    The data directory remembers the source, so later calls given only the directory use it too."""
     _check_size(size)
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
-    source = resolve_source(source, data_dir)
-    if rebuild or _read_cache(cache_path(data_dir, size), size, expected_hashes(source, data_dir)) is None:
-        _build_cache(size, data_dir, source, download, show_progress)
-    else:
-        remember_source(data_dir, source)
-    return cache_path(data_dir, size)
+    location = resolve_location(location, data_dir, source)
+    if rebuild or _read_cache(cache_path(location.dir, size), size, expected_hashes(location)) is None:
+        _build_cache(size, location, download, show_progress)
+    remember_source(location)
+    return cache_path(location.dir, size)
 
 
-def load_tensors(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
+def load_tensors(size: int = 32, location: DataLocation | None = None,
                  download: bool = False) -> dict[str, GTSRBTensors]:
     """Both official splits, ``{"train": ..., "test": ...}``, building the cache if needed."""
-    return cached_tensors(size, data_dir, source, build=True, download=download)
+    return cached_tensors(size, location, build=True, download=download)
 
 
-def cached_tensors(size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
-                   build: bool = False, download: bool = False) -> dict[str, GTSRBTensors] | None:
+def cached_tensors(size: int = 32, location: DataLocation | None = None, build: bool = False,
+                   download: bool = False) -> dict[str, GTSRBTensors] | None:
     """Both official splits from a current cache; without one, None, or with ``build`` the cache built."""
     _check_size(size)
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
-    source = resolve_source(source, data_dir)
-    content = _read_cache(cache_path(data_dir, size), size, expected_hashes(source, data_dir))
+    location = location or DataLocation.resolve()
+    content = _read_cache(cache_path(location.dir, size), size, expected_hashes(location))
     if content is None and not build:
         return None
     if content is None:
-        content = _build_cache(size, data_dir, source, download, show_progress=True)
+        content = _build_cache(size, location, download, show_progress=True)
     return {split: GTSRBTensors(**content[split]) for split in ("train", "test")}
 
 
@@ -292,11 +289,13 @@ def select_split(official: dict[str, GTSRBTensors], split: str, val_seed: int = 
     return train.subset(in_val if split == "val" else ~in_val)
 
 
-def load_split(split: str, size: int = 32, data_dir: Path | str | None = None, source: str | None = None,
-               download: bool = False, val_seed: int = 1, val_tracks: int = 1) -> GTSRBTensors:
-    """The fast path: one split as whole tensors (see :class:`GTSRBTensors`)."""
+def load_split(split: str, size: int = 32, location: DataLocation | None = None, download: bool = False,
+               val_seed: int = 1, val_tracks: int = 1, *, data_dir=None, source=None) -> GTSRBTensors:
+    """The fast path: one split as whole tensors (see :class:`GTSRBTensors`). ``location``: where the data is
+    (default: :meth:`DataLocation.resolve` of ``data_dir`` and ``source``, a convenience for one)."""
     check_split(split)
-    return select_split(load_tensors(size, data_dir, source, download), split, val_seed, val_tracks)
+    location = resolve_location(location, data_dir, source)
+    return select_split(load_tensors(size, location, download), split, val_seed, val_tracks)
 
 
 # ---------------------------------------------------------------- normalisation
@@ -364,25 +363,25 @@ class GTSRB(torch.utils.data.Dataset):
     """GTSRB for DataLoader users, in the style of torchvision's datasets.
 
     Args:
-        root: data directory for downloads and caches (default: the user cache
-            dir or ``$STN_GTSRB_DATA``).
+        root: data directory for downloads and caches (default: ``$STN_GTSRB_DATA`` or the user cache dir).
         split: one of ``"train"``, ``"val"``, ``"train_without_val"``, ``"test"``.
         size: side of the square images, in pixels.
         download: fetch the archives from ``source`` if they are not there.
         transform: applied to each image, a uint8 tensor ``(3, size, size)``.
-        source: base URL or folder holding the archives (default: official URL
-            or ``$STN_GTSRB_SOURCE``).
+        source: base URL or folder holding the archives (default: see :meth:`DataLocation.resolve`).
         val_seed, val_tracks: which tracks, and how many per class, form the validation
             split (as a run's ``--val-seed`` and ``--val-tracks``).
+        location: ``root`` and ``source`` as one :class:`DataLocation`, given instead of them.
 
     Items are ``(image, label)``.
     """
 
     def __init__(self, root=None, split: str = "train", size: int = 32, download: bool = False,
-                 transform=None, source: str | None = None, val_seed: int = 1, val_tracks: int = 1):
+                 transform=None, source: str | None = None, val_seed: int = 1, val_tracks: int = 1, *,
+                 location: DataLocation | None = None):
         check_split(split)
         self.split, self.size, self.transform = split, size, transform
-        self.data = load_split(split, size, root, source, download, val_seed, val_tracks)
+        self.data = load_split(split, size, location, download, val_seed, val_tracks, data_dir=root, source=source)
 
     def __len__(self) -> int:
         return len(self.data)

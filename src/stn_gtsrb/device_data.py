@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .archives import DataLocation
 from .config import TrainConfig
 from .data import GTSRBTensors, Normalizer, fit_normalizer, load_tensors, select_split
 from .errors import StnError
@@ -34,10 +35,10 @@ def training_split(cfg: TrainConfig, official: dict[str, GTSRBTensors]) -> GTSRB
     return train
 
 
-def load_device_data(cfg: TrainConfig, device: torch.device, data_dir=None, source=None, download=False,
+def load_device_data(cfg: TrainConfig, device: torch.device, location: DataLocation | None = None, download=False,
                      normalizer: Normalizer | None = None, splits=("train", "val", "test")) -> DeviceData:
     """Load, split, normalise (fitting on the training split unless given) and move to ``device``."""
-    official = load_tensors(cfg.image_size, data_dir, source, download)
+    official = load_tensors(cfg.image_size, location, download)
     train = training_split(cfg, official)
     if normalizer is None:
         normalizer = fit_normalizer(train.images, cfg.norm, cfg.per_channel_norm, cfg.lnorm,

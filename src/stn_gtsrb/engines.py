@@ -29,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import runs
+from .archives import DataLocation
 from .config import TrainConfig
 from .errors import StnError
 from .grid import Grid, describe, run_id
@@ -91,7 +92,7 @@ def _cell_process(command: list[str], env: dict):
             process.wait()
 
 
-def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, source=None, device="auto",
+def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, location: DataLocation | None = None, device="auto",
              precision="auto") -> dict:
     """Train one cell in a ``stn-gtsrb train --config RUN/config.json --resume`` subprocess; return its record,
     every figure of which comes from the run's result.json.
@@ -107,8 +108,7 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, data_dir=None, sourc
         runs.write_config(run_dir, cfg)
     command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--config", str(config),
                "--script", "--resume", "--parent-pid", str(os.getpid()), "--device", device, "--precision", precision]
-    command += ["--data-dir", str(data_dir)] if data_dir else []
-    command += ["--source", str(source)] if source else []
+    command += ["--data-dir", str(location.dir), "--source", location.source] if location else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     started = time.perf_counter()
     with _cell_process(command, env) as process:

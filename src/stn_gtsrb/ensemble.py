@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .archives import DataLocation
 from .checkpoints import load_checkpoint, model_from_checkpoint
 from .data import Normalizer, load_tensors, select_split
 from .errors import StnError
@@ -46,7 +47,7 @@ def _identity(data) -> tuple[torch.Tensor, ...]:
 
 
 def evaluate_ensemble(paths: list[Path | str], split: str = "test", tta: bool = False, device: str = "auto",
-                      data_dir=None, source=None, download: bool = False, best: bool = False) -> dict:
+                      location: DataLocation | None = None, download: bool = False, best: bool = False) -> dict:
     """Accuracy of the committee of ``paths`` (one path: a single model, e.g. with ``tta``) on a split."""
     if not paths:
         raise StnError("give at least one model")
@@ -56,8 +57,7 @@ def evaluate_ensemble(paths: list[Path | str], split: str = "test", tta: bool = 
         checkpoint = load_checkpoint(path, best)
         model, cfg = model_from_checkpoint(checkpoint, str(path))
         require_val_if_asked(cfg, split)
-        data = select_split(load_tensors(cfg.image_size, data_dir, source, download), split, cfg.val_seed,
-                            cfg.val_tracks)
+        data = select_split(load_tensors(cfg.image_size, location, download), split, cfg.val_seed, cfg.val_tracks)
         if first is not None and not all(torch.equal(a, b) for a, b in zip(first, _identity(data), strict=True)):
             raise StnError(f"{path} was validated on other images than the first model: a committee needs one split")
         first = first or _identity(data)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .archives import DataLocation, resolve_location
 from .checkpoints import load_checkpoint, model_from_checkpoint
 from .config import TrainConfig
 from .data import Normalizer
@@ -55,17 +56,20 @@ def require_val_if_asked(cfg: TrainConfig, split: str) -> None:
         raise StnError("this run was trained without --val, so it has no validation split")
 
 
-def evaluate(path: Path | str, split: str = "test", device: str = "auto", data_dir=None, source=None,
-             download: bool = False, precision: str | None = None, best: bool = False) -> dict:
+def evaluate(path: Path | str, split: str = "test", device: str = "auto", location: DataLocation | None = None,
+             download: bool = False, precision: str | None = None, best: bool = False, *, data_dir=None,
+             source=None) -> dict:
     """Accuracy of a checkpoint, weights file or run directory (its final model; ``best``: its best.pt)
-    on a split, in ``precision`` (default: the one its metrics were measured in, else fp32)."""
+    on a split, in ``precision`` (default: the one its metrics were measured in, else fp32), with the data
+    in ``location`` (default: :meth:`DataLocation.resolve` of ``data_dir`` and ``source``, a convenience)."""
+    location = resolve_location(location, data_dir, source)
     checkpoint = load_checkpoint(path, best)
     model, cfg = model_from_checkpoint(checkpoint, str(path))
     require_val_if_asked(cfg, split)
     if split not in ("train", "val", "test"):
         raise StnError(f"unknown split {split!r}; valid: train, val, test")
     runtime = Runtime.resolve(device, precision or checkpoint["metrics"].get("precision", "fp32"))
-    data = load_device_data(cfg, runtime.device, data_dir, source, download,
+    data = load_device_data(cfg, runtime.device, location, download,
                             normalizer=Normalizer.from_state_dict(checkpoint["normalizer"]), splits=(split,))
     images, labels = data.splits[split]
     _, forward = runtime.model(model)

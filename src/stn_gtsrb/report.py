@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .archives import DataLocation
 from .checkpoints import checkpoint_path, load_trained
 from .classes import CLASS_NAMES
 from .device_data import load_device_data
@@ -38,7 +39,7 @@ def most_confused(matrix: torch.Tensor, top: int = 10) -> list[tuple[int, int, i
     return [(int(i) // size, int(i) % size, int(c)) for c, i in zip(counts[:top], flat[:top], strict=True) if c > 0]
 
 
-def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None, source=None,
+def report(run_dir: Path | str, out_dir: Path | str | None = None, location: DataLocation | None = None,
            device: str = "auto", best: bool = False) -> list[Path]:
     """``stn-gtsrb report``: training curves and the test confusion matrix of the run's final model (with
     ``best``: its best.pt), as PNGs."""
@@ -66,8 +67,7 @@ def report(run_dir: Path | str, out_dir: Path | str | None = None, data_dir=None
     plt.close(figure)
 
     model, cfg, normalizer = load_trained(model_file, device)
-    data = load_device_data(cfg, next(model.parameters()).device, data_dir, source, normalizer=normalizer,
-                            splits=("test",))
+    data = load_device_data(cfg, next(model.parameters()).device, location, normalizer=normalizer, splits=("test",))
     images, labels = data.splits["test"]
     matrix = confusion_matrix(labels.cpu(), predict(model, images).cpu())
     figure, (matrix_axis, text_axis) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [3, 2]})

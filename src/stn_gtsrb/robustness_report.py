@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .archives import DataLocation
 from .checkpoints import load_trained, pretrained_path
 from .config import TrainConfig
 from .data import GTSRBTensors, Normalizer, load_tensors, select_split, validation_tracks
@@ -139,14 +140,14 @@ def _trained_on(cfg: TrainConfig, train: GTSRBTensors, tracks: list[int]) -> int
 
 
 def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: int = 0,
-            tracks: list[int] | None = None, data_dir=None, source=None, download: bool = False,
+            tracks: list[int] | None = None, location: DataLocation | None = None, download: bool = False,
             progress: bool = False, split: str = "test") -> dict:
     """Robustness rows for every model on ``split`` (test or val) and, where tracks are known, their
     stability; a JSON-ready dict."""
     check_levels(levels)
     rows, stable, chosen, origin = [], [], [], ""
     for size in sorted({s.cfg.image_size for s in subjects}):
-        official = load_tensors(size, data_dir, source, download)
+        official = load_tensors(size, location, download)
         scored, group = _scored_split(subjects, official, split), [s for s in subjects if s.cfg.image_size == size]
         index = _subset(scored, n, seed, split)
         chosen, origin = _tracks(subjects, official["train"], tracks)

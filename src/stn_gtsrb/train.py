@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import runs
+from .archives import DataLocation, resolve_location
 from .augment import EpochJitter
 from .checkpoints import make_checkpoint
 from .config import TrainConfig
@@ -165,22 +166,25 @@ def scored_splits(cfg: TrainConfig) -> tuple[str, ...]:
 
 def train(cfg: TrainConfig, output: Path | str, *, device: str = "auto", precision: str = "auto",
           layout: str = "auto", compile: bool = False, resume: bool = False, overwrite: bool = False,
-          data_dir=None, source=None, download: bool = False, progress: bool | None = None,
-          callbacks: Sequence[Callback] = (), echo: Callable[[str], None] = print) -> dict:
+          location: DataLocation | None = None, data_dir=None, source=None, download: bool = False,
+          progress: bool | None = None, callbacks: Sequence[Callback] = (),
+          echo: Callable[[str], None] = print) -> dict:
     """Train ``cfg`` in run directory ``output``; return the result record (also in result.json).
 
     ``device``, ``precision``, ``layout`` and ``compile`` say how to compute (runtime.py); the
-    result and every log record name the precision used. Each of ``callbacks`` is called with a
-    :class:`Step` before the first and after every training step.
+    result and every log record name the precision used. ``location`` says where the data is (default:
+    :meth:`DataLocation.resolve` of ``data_dir`` and ``source``, a convenience for one). Each of
+    ``callbacks`` is called with a :class:`Step` before the first and after every training step.
     """
     cfg.validate()
+    location = resolve_location(location, data_dir, source)
     runtime = Runtime.resolve(device, precision, layout, compile)
     with runs.locked_run(Path(output)) as run_dir:
         checkpoint = runs.open_run(cfg, run_dir, resume, overwrite)
         if checkpoint is not None and runs.read_result(run_dir) is not None:
             echo(f"{run_dir} is already finished")
             return runs.read_result(run_dir)
-        data = load_device_data(cfg, runtime.device, data_dir, source, download, splits=scored_splits(cfg))
+        data = load_device_data(cfg, runtime.device, location, download, splits=scored_splits(cfg))
         runs.write_config(run_dir, cfg)  # only now: a start that fails to load the data leaves no run behind
         return _train_epochs(cfg, run_dir, runtime, data, checkpoint,
                              sys.stderr.isatty() if progress is None else progress, callbacks, echo)

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .archives import DataLocation
 from .checkpoints import load_trained
 from .classes import CLASS_NAMES
 from .config import TrainConfig
@@ -252,8 +253,8 @@ def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 120) -
 
 # ---------------------------------------------------------------- from checkpoints
 
-def _split_tensors(cfg, split: str, data_dir=None, source=None):
-    official = load_tensors(cfg.image_size, data_dir, source)
+def _split_tensors(cfg, split: str, location: DataLocation | None = None):
+    official = load_tensors(cfg.image_size, location)
     require_val_if_asked(cfg, split)
     return select_split(official, split, cfg.val_seed, cfg.val_tracks)
 
@@ -264,11 +265,12 @@ def warn_if_no_transformers(model: ConvNet, echo) -> None:
 
 
 def plot_checkpoint(path, count: int = 8, split: str = "test", indices: list[int] | None = None, seed: int = 0,
-                    scale: int = 4, data_dir=None, source=None, echo=print, best: bool = False) -> Image.Image:
+                    scale: int = 4, location: DataLocation | None = None, echo=print,
+                    best: bool = False) -> Image.Image:
     """``stn-gtsrb plot``: ``count`` random (seeded) or chosen images of a split."""
     model, cfg, normalizer = load_trained(path, best=best)
     warn_if_no_transformers(model, echo)
-    tensors = _split_tensors(cfg, split, data_dir, source)
+    tensors = _split_tensors(cfg, split, location)
     if indices is None:
         if count < 1:
             raise StnError(f"--count must be at least 1, got {count}")
@@ -281,13 +283,13 @@ def plot_checkpoint(path, count: int = 8, split: str = "test", indices: list[int
                            title=f"{split} images {', '.join(map(str, indices))}")
 
 
-def pick_track(cfg, class_id: int | None = None, track: int | None = None, data_dir=None, source=None):
+def pick_track(cfg, class_id: int | None = None, track: int | None = None, location: DataLocation | None = None):
     """The frames (in order) of a training track, by global track id or by class.
 
     By class: the held-out validation track of that class when the run used
     ``--val``, else the class's first track.
     """
-    train = load_tensors(cfg.image_size, data_dir, source)["train"]
+    train = load_tensors(cfg.image_size, location)["train"]
     if track is None:
         if class_id is None or not 0 <= class_id < len(CLASS_NAMES):
             raise StnError(f"unknown class {class_id!r}; valid: 0 to {len(CLASS_NAMES) - 1}")
@@ -302,11 +304,11 @@ def pick_track(cfg, class_id: int | None = None, track: int | None = None, data_
 
 
 def track_animation(path, class_id: int | None = None, track: int | None = None, scale: int = 4,
-                    data_dir=None, source=None, echo=print, best: bool = False) -> list[Image.Image]:
+                    location: DataLocation | None = None, echo=print, best: bool = False) -> list[Image.Image]:
     """``stn-gtsrb animate``: one frame per image of a track, with corner dots and transformer views."""
     model, cfg, normalizer = load_trained(path, best=best)
     warn_if_no_transformers(model, echo)
-    track, frames = pick_track(cfg, class_id, track, data_dir, source)
+    track, frames = pick_track(cfg, class_id, track, location)
     predicted, regions = transformer_views(model, frames.images, normalizer)
     label = int(frames.labels[0])
     return [panel_row(frames.images[i], {p: region.select(i) for p, region in regions.items()}, scale,
