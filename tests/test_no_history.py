@@ -5,7 +5,7 @@ followed by digits), the original work called "the seed" (Moodstocks' gtsrb.torc
 and, in the user docs (README.md, CONTRIBUTING.md, docs/), the continuous-integration folder beside the
 checkout (users say ``--source DIR``). Words that mean something else are allowed by name (onnxruntime's
 ``InferenceSession`` and the attribute holding one, pytest's ``scope="session"``, subprocess's
-``start_new_session``). Committed run logs and records are history by
+``start_new_session``, a CSS colour such as ``stroke: #555``). Committed run logs and records are history by
 nature and are not scanned: ``*.jsonl``, ``*.log``, ``*.out``, and ``results.md`` and ``*.json`` inside
 ``benchmarks/results`` and ``benchmarks/archive``.
 """
@@ -29,7 +29,7 @@ HISTORY = [
     ("the original called the seed", re.compile(r"\bthe seed(?:'s| project| repository| work| code)\b", re.IGNORECASE)),
 ]
 CI_PATH = ("the CI path in user docs", re.compile(r"\.\./shared\b"))
-ALLOWED = re.compile(r"InferenceSession|scope=[\"']session[\"']|start_new_session|self\.session\b")
+ALLOWED = re.compile(r"InferenceSession|scope=[\"']session[\"']|start_new_session|\.session\b|:\s*#[0-9a-fA-F]{3,8}\b")
 
 SELF = Path(__file__).resolve().relative_to(ROOT).as_posix()  # the scanner: its examples are its subject
 RECORD_SUFFIXES = {".jsonl", ".log", ".out"}
@@ -108,6 +108,8 @@ def test_the_scan_flags_history(line):
         "sess = onnxruntime.InferenceSession(path)",
         '@pytest.fixture(scope="session")',
         "subprocess.Popen(cmd, start_new_session=True); self.session.run(None, feed)",
+        'OnnxClassifier(path).session.run(["theta1"], feed)',
+        "#frame { fill: none; stroke: #555; } #regions circle { stroke: #000; }",
         "a known issue with old drivers",
         "the seed fixed for shipping; --seed 3; val seed 2; seeds 1-5",
         "colour #1f77b4; 99.61% rounds to 99.6",
