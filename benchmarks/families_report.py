@@ -8,7 +8,9 @@
 Reads each finished run's ``result.json`` under RESULTS_DIR (its final-epoch validation accuracy) and,
 per split, ``ROBUSTNESS_DIR/val-seed-<N>/robustness.json``, whose models are matched to runs by their
 run directory's name. A run's family is its ``--transform``, or ``none`` when it has no transformer.
-The tilt score is the mean accuracy over the tilt levels 10-60 degrees. Nothing here reads a test figure.
+The tilt score is the mean accuracy over the tilt levels 10-60 degrees. For reporting only, each
+distortion's score (the mean accuracy over its distorted levels) and the share of the held-out tracks
+given one class throughout. Nothing here reads a test figure.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ CHALLENGERS = ("projective", "tps")
 TILT_SCORED = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0)
 CLEAN_MARGIN = 0.10  # points of mean clean validation accuracy, rule (a); also the most rule (b) may lose
 TILT_MARGIN = 1.0  # points of mean tilt score, rule (b)
+UNDISTORTED = {"scale": 1.0}  # each distortion's level that leaves the image as it is (others: 0)
 
 
 def family(cfg: TrainConfig) -> str:
@@ -49,7 +52,8 @@ def load_runs(results: Path) -> dict[tuple[int, str], dict]:
 
 
 def add_robustness(runs: dict[tuple[int, str], dict], robustness: Path) -> None:
-    """Add each run's tilt curve (level -> accuracy) and tilt score from its split's robustness.json."""
+    """Add each run's tilt curve (level -> accuracy), tilt score, every distortion's score and its
+    track stability (tracks given one class, %) from its split's robustness.json."""
     for (split, _), run in runs.items():
         path = robustness / f"val-seed-{split}" / "robustness.json"
         if not path.exists():
@@ -62,6 +66,13 @@ def add_robustness(runs: dict[tuple[int, str], dict], robustness: Path) -> None:
                  if row["transform"] == "tilt" and row["model"] == names[run["id"]]}
         run["tilt_curve"] = curve
         run["tilt"] = statistics.mean(curve[level] for level in TILT_SCORED)
+        scores: dict[str, list[float]] = {}
+        for row in report["robustness"]:
+            if row["model"] == names[run["id"]] and row["level"] != UNDISTORTED.get(row["transform"], 0.0):
+                scores.setdefault(row["transform"], []).append(row["accuracy"])
+        run["scores"] = {name: statistics.mean(values) for name, values in scores.items()}
+        run["one_class"] = next((m["one_prediction"] for m in report.get("stability", {}).get("models", [])
+                                 if m["model"] == names[run["id"]]), None)
 
 
 def mean(values: list[float]) -> float:
@@ -131,6 +142,23 @@ def main() -> None:
                  if "tilt" in runs[s, name] and "tilt" in runs[s, "none"]]
         gain_text = f"{mean(gains):+.2f}" if len(gains) == len(splits) else "-"
         print(f"| {name} | {clean:.2f} | {tilt_text} | {control:+.2f} | {gain_text} |")
+    distortions = [name for name in runs[splits[0], "affine"].get("scores", {})
+                   if all(name in runs[s, f].get("scores", {}) for s in splits for f in FAMILIES)]
+    if distortions:
+        print("\nfor reporting: each distortion's mean accuracy over its distorted levels and the splits (%),"
+              " minus the net without a transformer; tracks given one class throughout (%)")
+        print(f"| family | {' | '.join(distortions)} | one class |")
+        print("| --- |" + " --- |" * (len(distortions) + 1))
+        for name in FAMILIES:
+            cells = []
+            for distortion in distortions:
+                score = mean([runs[s, name]["scores"][distortion] for s in splits])
+                gain = mean([runs[s, name]["scores"][distortion] - runs[s, "none"]["scores"][distortion]
+                             for s in splits])
+                cells.append(f"{score:.2f} ({gain:+.2f})")
+            stable = [runs[s, name]["one_class"] for s in splits if runs[s, name].get("one_class") is not None]
+            cells.append(f"{mean(stable):.1f}" if len(stable) == len(splits) else "-")
+            print(f"| {name} | {' | '.join(cells)} |")
     print("\ndecision rule:")
     winners = []
     for challenger in CHALLENGERS:

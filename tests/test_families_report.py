@@ -86,3 +86,17 @@ def test_report_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert "winner: tps" in out
     assert "| tps | 99.30 | 80.00 | +0.50 | +0.00 |" in out
     assert figure.stat().st_size > 0
+
+
+def test_distortion_scores_leave_out_the_undistorted_level(tmp_path):
+    results, robustness = write_tree(tmp_path, {**BASE, "projective": [99.0] * 3, "tps": [99.0] * 3}, FLAT_TILT)
+    path = robustness / "val-seed-1" / "robustness.json"
+    saved = json.loads(path.read_text())
+    saved["robustness"] += [{"transform": "scale", "level": level, "model": "tps", "accuracy": accuracy}
+                            for level, accuracy in ((0.8, 90.0), (1.0, 99.0), (1.2, 94.0))]
+    saved["stability"] = {"models": [{"model": "tps", "one_prediction": 95.5}]}
+    path.write_text(json.dumps(saved))
+    runs = report.load_runs(results)
+    report.add_robustness(runs, robustness)
+    assert runs[1, "tps"]["scores"] == {"tilt": 80.0, "scale": 92.0}  # tilt 0 and scale 1 left out
+    assert runs[1, "tps"]["one_class"] == 95.5 and runs[1, "affine"]["one_class"] is None
