@@ -62,17 +62,18 @@ def add_robustness(runs: dict[tuple[int, str], dict], robustness: Path) -> None:
         names = {Path(m["source"]).name: m["name"] for m in report["models"]}
         if run["id"] not in names:
             continue
-        curve = {row["level"]: row["accuracy"] for row in report["robustness"]
-                 if row["transform"] == "tilt" and row["model"] == names[run["id"]]}
+        model = names[run["id"]]
+        rows = [row for row in report["robustness"] if row["model"] == model]
+        curve = {row["level"]: row["accuracy"] for row in rows if row["transform"] == "tilt"}
         run["tilt_curve"] = curve
         run["tilt"] = statistics.mean(curve[level] for level in TILT_SCORED)
         scores: dict[str, list[float]] = {}
-        for row in report["robustness"]:
-            if row["model"] == names[run["id"]] and row["level"] != UNDISTORTED.get(row["transform"], 0.0):
+        for row in rows:
+            if row["level"] != UNDISTORTED.get(row["transform"], 0.0):
                 scores.setdefault(row["transform"], []).append(row["accuracy"])
         run["scores"] = {name: statistics.mean(values) for name, values in scores.items()}
         run["one_class"] = next((m["one_prediction"] for m in report.get("stability", {}).get("models", [])
-                                 if m["model"] == names[run["id"]]), None)
+                                 if m["model"] == model), None)
 
 
 def mean(values: list[float]) -> float:
