@@ -26,13 +26,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from stn_gtsrb.config import TrainConfig  # noqa: E402
+from stn_gtsrb.robustness_report import distortion_scores  # noqa: E402
 
 FAMILIES = ("affine", "projective", "tps", "none")
 CHALLENGERS = ("projective", "tps")
 TILT_SCORED = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0)
 CLEAN_MARGIN = 0.10  # points of mean clean validation accuracy, rule (a); also the most rule (b) may lose
 TILT_MARGIN = 1.0  # points of mean tilt score, rule (b)
-UNDISTORTED = {"scale": 1.0}  # each distortion's level that leaves the image as it is (others: 0)
 
 
 def family(cfg: TrainConfig) -> str:
@@ -67,11 +67,7 @@ def add_robustness(runs: dict[tuple[int, str], dict], robustness: Path) -> None:
         curve = {row["level"]: row["accuracy"] for row in rows if row["transform"] == "tilt"}
         run["tilt_curve"] = curve
         run["tilt"] = statistics.mean(curve[level] for level in TILT_SCORED)
-        scores: dict[str, list[float]] = {}
-        for row in rows:
-            if row["level"] != UNDISTORTED.get(row["transform"], 0.0):
-                scores.setdefault(row["transform"], []).append(row["accuracy"])
-        run["scores"] = {name: statistics.mean(values) for name, values in scores.items()}
+        run["scores"] = distortion_scores(report, model)
         run["one_class"] = next((m["one_prediction"] for m in report.get("stability", {}).get("models", [])
                                  if m["model"] == model), None)
 

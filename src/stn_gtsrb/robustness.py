@@ -43,6 +43,7 @@ LIMITS = {"rotation": (0, 180), "scale": (0.25, 4), "shift": (0, 0.5), "combined
           "tilt": (0, 70)}  # allowed levels (a tilt of 71.6° would bring the horizon into the view)
 UNITS = {"rotation": "degrees, either way", "scale": "content size factor", "shift": "fraction of the side",
          "combined": "fraction of ±45°, 1 ± 0.4 and 0.25", "tilt": "degrees off-axis, either way, about either axis"}
+UNDISTORTED = {"rotation": 0.0, "scale": 1.0, "shift": 0.0, "combined": 0.0, "tilt": 0.0}  # the image left as is
 TILT_DISTANCE = 3.0  # the tilt's camera distance in half-sides of the image: a 37° view of the upright image
 
 

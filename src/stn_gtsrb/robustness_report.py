@@ -26,7 +26,7 @@ from .errors import StnError
 from .evaluation import predict
 from .fileio import atomic_write, write_text
 from .models import ConvNet
-from .robustness import TRANSFORMS, UNITS, Classifier, check_levels, robustness_rows
+from .robustness import TRANSFORMS, UNDISTORTED, UNITS, Classifier, check_levels, robustness_rows
 from .stability import stability
 
 try:
@@ -163,6 +163,16 @@ def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: i
     return {"split": split, "seed": seed, "n": len(index), "models": [s.describe() for s in subjects],
             "levels": {name: list(values) for name, values in levels.items()}, "robustness": rows,
             "stability": {"tracks": chosen, "origin": origin, "models": stable} if chosen else None}
+
+
+def distortion_scores(result: dict, model: str) -> dict[str, float]:
+    """Each distortion's score for ``model`` in a result of ``measure``: its mean accuracy (%) over the
+    distortion's levels other than the undistorted one."""
+    scored: dict[str, list[float]] = {}
+    for row in result["robustness"]:
+        if row["model"] == model and row["level"] != UNDISTORTED[row["transform"]]:
+            scored.setdefault(row["transform"], []).append(row["accuracy"])
+    return {name: sum(values) / len(values) for name, values in scored.items()}
 
 
 # ---------------------------------------------------------------- outputs
