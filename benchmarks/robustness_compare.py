@@ -25,21 +25,33 @@ from stn_gtsrb.robustness_report import check_output, distortion_scores, write_r
 SHARED = ("split", "seed", "n")  # what every merged result must agree on
 
 
-def gather(label: str, dirs: list[Path]) -> dict:
-    """One model's result from the robustness.json of each of ``dirs``, the model renamed ``label``."""
-    merged: dict = {}
-    rows: dict[tuple[str, float], dict] = {}
-    for directory in dirs:
-        result = json.loads((directory / "robustness.json").read_text())
-        result.setdefault("split", "test")  # older reports scored the test images, with affine transformers
-        result["models"] = [{"transform": "affine", **model} for model in result["models"]]
-        if len(result["models"]) != 1:
-            raise StnError(f"{directory}: holds {len(result['models'])} models; give directories of one")
+def load(directory: Path) -> dict:
+    """The robustness.json in ``directory``, which must hold one model; an older report gets the fields
+    it lacked."""
+    result = json.loads((directory / "robustness.json").read_text())
+    if len(result["models"]) != 1:
+        raise StnError(f"{directory}: holds {len(result['models'])} models; give directories of one")
+    result.setdefault("split", "test")  # older reports scored the test images, with affine transformers
+    result["models"] = [{"transform": "affine", **model} for model in result["models"]]
+    return result
+
+
+def check_shared(reports: dict[Path, dict]) -> None:
+    """StnError unless every report scored the same images: the same split, seed and count."""
+    first_dir, first = next(iter(reports.items()))
+    for directory, report in reports.items():
         for key in SHARED:
-            if merged.setdefault(key, result[key]) != result[key]:
-                raise StnError(f"{directory}: {key} {result[key]} differs from {merged[key]}")
-        name = result["models"][0]["name"]
-        merged.setdefault("model", {**result["models"][0], "name": label})
+            if report[key] != first[key]:
+                raise StnError(f"{directory}: {key} {report[key]} differs from {first[key]} in {first_dir}")
+
+
+def gather(label: str, reports: dict[Path, dict]) -> dict:
+    """One model's rows, description and stability from its ``reports`` (directory -> robustness.json),
+    the model renamed ``label``."""
+    first = next(iter(reports.values()))
+    merged = {key: first[key] for key in SHARED} | {"model": {**first["models"][0], "name": label}}
+    rows: dict[tuple[str, float], dict] = {}
+    for directory, result in reports.items():
         for row in result["robustness"]:
             key = row["transform"], row["level"]
             if key in rows and rows[key]["correct"] != row["correct"]:
@@ -47,6 +59,7 @@ def gather(label: str, dirs: list[Path]) -> dict:
                                f"not {rows[key]['correct']} as before")
             rows[key] = {**row, "model": label}
         if result["stability"] and "stability" not in merged:
+            name = result["models"][0]["name"]
             merged["stability"] = {**result["stability"], "models": [
                 {**m, "model": label} for m in result["stability"]["models"] if m["model"] == name]}
     merged["rows"] = rows
@@ -54,14 +67,11 @@ def gather(label: str, dirs: list[Path]) -> dict:
 
 
 def combine(models: dict[str, dict]) -> dict:
-    """One result of ``measure``'s shape holding every gathered model."""
+    """One result of ``measure``'s shape holding every gathered model (their images already checked)."""
     first = next(iter(models.values()))
     levels = {transform: sorted({level for t, level in first["rows"] if t == transform})
               for transform in TRANSFORMS if any(t == transform for t, _ in first["rows"])}
     for label, model in models.items():
-        for key in SHARED:
-            if model[key] != first[key]:
-                raise StnError(f"{label}: {key} {model[key]} differs from {first[key]}")
         if set(model["rows"]) != set(first["rows"]):
             raise StnError(f"{label}: measured at other levels than {next(iter(models))}")
         if (model.get("stability") or {}).get("tracks") != (first.get("stability") or {}).get("tracks"):
@@ -109,7 +119,10 @@ def main() -> None:
         if any(len(pair) != 2 or not all(pair) for pair in pairs):
             raise StnError("each model is LABEL=DIR[,DIR...]")
         check_output(args.out, args.overwrite)
-        result = combine({label: gather(label, [Path(d) for d in dirs.split(",")]) for label, dirs in pairs})
+        specs = {label: [Path(directory) for directory in dirs.split(",")] for label, dirs in pairs}
+        reports = {directory: load(directory) for dirs in specs.values() for directory in dirs}
+        check_shared(reports)
+        result = combine({label: gather(label, {d: reports[d] for d in dirs}) for label, dirs in specs.items()})
     except (StnError, OSError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
