@@ -265,8 +265,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except StnError as problem:
         cached = None
         _print_err(f"stn-gtsrb: note: no random test images ({problem})")
-    if cached is None:
-        _print_err("stn-gtsrb: note: no prepared data cache, so no random test images ('stn-gtsrb data prepare')")
+    else:
+        if cached is None:
+            _print_err("stn-gtsrb: note: no prepared data cache, so no random test images "
+                       "('stn-gtsrb data prepare')")
     app = serve.create_app(served, cached["test"] if cached else None, int(args.max_upload_mb * 2**20),
                            int(args.max_megapixels * 1e6), args.max_batch)
     serve.run(app, args.host, args.port, echo=_print_err)
