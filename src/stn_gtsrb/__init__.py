@@ -8,7 +8,12 @@ Python API::
     logits = model(normalizer(images_uint8))     # (N, 3, 32, 32) -> (N, 43)
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("stn-gtsrb")  # one place: pyproject.toml
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "unknown"
 
 from .archives import DataLocation  # noqa: E402
 from .checkpoints import create_model, export, load_pretrained, load_trained, pretrained_path  # noqa: E402
