@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from stn_gtsrb.augment import EpochJitter, blur_radius, gaussian_blur, random_thetas
+from stn_gtsrb.geometry import as_homography, tilt_thetas
+from stn_gtsrb.transformer import warp
 
 
 def test_random_thetas_stay_within_the_asked_ranges_and_repeat_with_the_seed():
@@ -68,3 +70,25 @@ def test_an_epochs_draw_holds_only_the_asked_augmentations_and_repeats_with_the_
     assert torch.equal(none.apply(x[:10], slice(0, 10)), x[:10])
     assert not torch.allclose(blur_only.apply(x[10:20], slice(10, 20)), x[10:20])
     assert torch.equal(both.apply(x[:10], slice(0, 10)), draw(10, 0.1, 0.1, 1.2).apply(x[:10], slice(0, 10)))
+
+
+def test_tilt_jitter_is_drawn_last_and_applied_with_the_similarity_in_one_resampling():
+    def draw(tilt):
+        return EpochJitter.draw(50, 30, 0.2, 0.1, 0.5, generator=torch.Generator().manual_seed(7), device="cpu",
+                                tilt_deg=tilt)
+
+    plain, tilted = draw(0), draw(60)
+    assert plain.tilts is None and tilted.tilts.shape == (50, 3, 3)
+    assert torch.equal(plain.thetas, tilted.thetas) and torch.equal(plain.sigmas, tilted.sigmas)  # drawn first
+    lean = tilted.tilts[:, 2, :2].abs().max(dim=1).values  # sin(angle) / distance, about one axis or the other
+    assert 0 < lean.max() <= math.sin(math.radians(60)) / 3 + 1e-6 and (tilted.tilts[:, 2, :2] == 0).any(dim=1).all()
+    x = torch.randn(50, 3, 16, 16)
+    expected = gaussian_blur(warp(x[:8], as_homography(tilted.thetas[:8]) @ tilted.tilts[:8]), tilted.sigmas[:8],
+                             tilted.radius)
+    assert torch.allclose(tilted.apply(x[:8], slice(0, 8)), expected)
+    only_tilt = EpochJitter.draw(50, 0, 0, 0, 0, generator=torch.Generator().manual_seed(7), device="cpu",
+                                 tilt_deg=60)
+    angle_axis = torch.Generator().manual_seed(7)
+    angles = (torch.rand(50, generator=angle_axis) * 2 - 1) * 60
+    assert torch.equal(only_tilt.tilts, tilt_thetas(angles, torch.randint(0, 2, (50,), generator=angle_axis)))
+    assert torch.equal(only_tilt.apply(x[:4], slice(0, 4)), warp(x[:4], only_tilt.tilts[:4]))

@@ -65,9 +65,12 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(data_env, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert len(read_log(killed)) < 3, "the run finished before it could be killed"
+    stale = killed / f".{LAST}.kill9.tmp"  # what a kill in the middle of a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
 
     result = run_cli("train", "-o", str(killed), "--resume", *cli_args(cfg))
     assert result.returncode == 0, result.stderr
+    assert not stale.exists()
     full = torch.load(tmp_path / "full" / LAST, weights_only=True)
     resumed = torch.load(killed / LAST, weights_only=True)
     assert all(torch.equal(full["model"][k], resumed["model"][k]) for k in full["model"])
@@ -75,7 +78,8 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(data_env, tmp_path):
 
 
 @pytest.mark.parametrize("augmentation", [{"jitter_rot": 10.0, "jitter_scale": 0.1, "jitter_shift": 0.1},
-                                          {"jitter_blur": 1.0}], ids=["geometric", "blur"])
+                                          {"jitter_blur": 1.0}, {"jitter_rot": 45.0, "jitter_tilt": 60.0}],
+                         ids=["geometric", "blur", "tilt"])
 def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path, augmentation):
     cfg = {**TINY, "epochs": 2, "n": 500}
     train(TrainConfig(**cfg), tmp_path / "plain", echo=quiet)
@@ -175,6 +179,8 @@ def test_learning_rate_schedules():
     (["--jitter-scale", "1.5"], "--jitter-scale must be below 1, got 1.5"),
     (["--jitter-rot", "-5"], "--jitter-rot must not be negative, got -5.0"),
     (["--jitter-blur", "-1"], "--jitter-blur must not be negative, got -1.0"),
+    (["--jitter-tilt", "-1"], "--jitter-tilt must not be negative, got -1.0"),
+    (["--jitter-tilt", "75"], "--jitter-tilt must be below 70.0, got 75.0"),
     (["--dropout", "1"], "--dropout must be below 1, got 1.0"),
     (["--label-smoothing", "-0.1"], "--label-smoothing must not be negative, got -0.1"),
     (["-n", "50000"], f"-n 50000 is larger than the training split ({TRAIN_COUNT} images)"),

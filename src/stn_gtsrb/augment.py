@@ -1,10 +1,10 @@
 """Training augmentation on the device: one random draw per image and epoch, applied batch by batch.
 
-Geometric: a random similarity transform per image (:func:`random_thetas`), applied with the
-transformer's bilinear sampler. Photometric: a Gaussian blur of random width per image
-(:func:`gaussian_blur`). There is no brightness or contrast jitter: the inputs' local contrast
-normalisation (data.py) divides such changes out before the network sees them. No flips either:
-traffic signs are not mirror-symmetric.
+Geometric: a random similarity transform per image (:func:`random_thetas`) and, with a tilt range,
+a random view off-axis (geometry.py's tilt), applied together with the transformer's bilinear
+sampler. Photometric: a Gaussian blur of random width per image (:func:`gaussian_blur`). There is
+no brightness or contrast jitter: the inputs' local contrast normalisation (data.py) divides such
+changes out before the network sees them. No flips either: traffic signs are not mirror-symmetric.
 
 Both act on the normalised images the trainer keeps on the device (device_data.py).
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .geometry import as_homography, tilt_thetas
 from .transformer import FAMILIES, theta_from_params, warp
 
 
@@ -64,23 +65,32 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Te
 class EpochJitter:
     """One epoch's random draws for every training image; :meth:`apply` augments a batch by its indices."""
 
-    thetas: torch.Tensor | None  # (N, 2, 3) similarity per image, or None: no geometric jitter
+    thetas: torch.Tensor | None  # (N, 2, 3) similarity per image, or None: no similarity jitter
     sigmas: torch.Tensor | None  # (N,) blur std in pixels per image, or None: no blur
     radius: int = 0  # blur kernel half-width, enough for the largest possible std
+    tilts: torch.Tensor | None = None  # (N, 3, 3) tilt homography per image, or None: no tilt
 
     @classmethod
     def draw(cls, n: int, rotation_deg: float, scale: float, shift: float, blur: float,
-             generator: torch.Generator, device: torch.device | str) -> "EpochJitter":
-        """Thetas (if any geometric range is non-zero), then blur stds uniform in ``[0, blur]`` (if
-        ``blur > 0``), from ``generator`` in that order."""
+             generator: torch.Generator, device: torch.device | str, tilt_deg: float = 0.0) -> "EpochJitter":
+        """Thetas (if any similarity range is non-zero), blur stds uniform in ``[0, blur]`` (if
+        ``blur > 0``), then tilts of angle uniform in ``±tilt_deg`` about an axis drawn per image (if
+        ``tilt_deg > 0``), from ``generator`` in that order."""
         thetas = random_thetas(n, rotation_deg, scale, shift, generator) if rotation_deg or scale or shift else None
         sigmas = torch.rand(n, generator=generator) * blur if blur else None
-        return cls(thetas.to(device) if thetas is not None else None,
-                   sigmas.to(device) if sigmas is not None else None, blur_radius(blur))
+        tilts = None
+        if tilt_deg:
+            angles = (torch.rand(n, generator=generator) * 2 - 1) * tilt_deg
+            tilts = tilt_thetas(angles, torch.randint(0, 2, (n,), generator=generator))
+        return cls(*(t.to(device) if t is not None else None for t in (thetas, sigmas)), blur_radius(blur),
+                   tilts.to(device) if tilts is not None else None)
 
     def apply(self, x: torch.Tensor, index: slice) -> torch.Tensor:
         """The batch ``x`` ``(B, C, H, W)`` holding the images ``index`` of the epoch's draw, augmented."""
-        if self.thetas is not None:
+        if self.tilts is not None:  # the content moved, then seen off-axis: one homography, one resampling
+            tilts = self.tilts[index]
+            x = warp(x, tilts if self.thetas is None else as_homography(self.thetas[index]) @ tilts)
+        elif self.thetas is not None:
             x = warp(x, self.thetas[index])
         if self.sigmas is not None:
             x = gaussian_blur(x, self.sigmas[index], self.radius)

@@ -22,6 +22,7 @@ OPTIMIZERS = ("sgd", "nesterov", "adam", "rmsprop")
 SAVED_BEFORE = {"legacy_norm": True}  # behaviour of saved configs that lack these options
 RENAMED = {"no_norm": "norm", "no_lnorm": "lnorm", "no_cnorm": "cnorm"}  # old name -> switch of the opposite sense
 SCHEDULES = ("none", "step", "cosine", "linear")
+MAX_TILT = 70.0  # degrees: near 71.6° the tilt's camera (geometry.TILT_DISTANCE) would see the horizon
 TRANSFORMS = ("affine", PROJECTIVE, TPS)
 
 
@@ -84,6 +85,9 @@ class TrainConfig:
     jitter_rot: float = _opt(0.0, "augmentation: random rotation of each training image within ± this many degrees")
     jitter_scale: float = _opt(0.0, "augmentation: random scale factor within 1 ± this")
     jitter_shift: float = _opt(0.0, "augmentation: random shift of each axis within ± this fraction of the side")
+    jitter_tilt: float = _opt(0.0, "augmentation: each training image seen up to this many degrees off-axis, "
+                                   "about its vertical or horizontal axis (drawn per image), as the robustness "
+                                   "report's tilt (below 70)")
     jitter_blur: float = _opt(0.0, "augmentation: Gaussian blur of each training image, std uniform in 0..this "
                                    "many pixels")
     seed: int = _opt(1, "random seed (model init, batch order, subset, augmentation)")
@@ -135,12 +139,14 @@ class TrainConfig:
             if value <= 0:
                 raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
         for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma", "warmup", "jitter_rot", "jitter_scale",
-                     "jitter_shift", "jitter_blur", "dropout", "label_smoothing", "ema"):
+                     "jitter_shift", "jitter_tilt", "jitter_blur", "dropout", "label_smoothing", "ema"):
             if getattr(self, name) < 0:
                 raise StnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         for name in ("jitter_scale", "dropout", "label_smoothing", "warmup", "ema"):
             if getattr(self, name) >= 1:
                 raise StnError(f"--{name.replace('_', '-')} must be below 1, got {getattr(self, name)}")
+        if self.jitter_tilt >= MAX_TILT:
+            raise StnError(f"--jitter-tilt must be below {MAX_TILT}, got {self.jitter_tilt}")
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")
         spec.parse_widths(self.cnn)

@@ -20,7 +20,8 @@ from .checkpoints import load_checkpoint, model_from_checkpoint
 from .data import Normalizer, load_tensors, select_split
 from .errors import StnError
 from .evaluation import probabilities, require_val_if_asked
-from .robustness import content_thetas, resample
+from .geometry import content_thetas
+from .robustness import resample
 from .runtime import Runtime
 
 TTA_VIEWS = ((1.0, 0.0, 0.0), *((1.0, 0.05, k * math.pi / 2) for k in range(4)), (0.9, 0.0, 0.0), (1.1, 0.0, 0.0))

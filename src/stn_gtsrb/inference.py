@@ -35,10 +35,11 @@ from .checkpoints import load_checkpoint, trained_from_checkpoint
 from .config import TrainConfig
 from .data import decode_resized
 from .errors import StnError
+from .geometry import content_thetas
 from .models import ConvNet
 from .onnx_export import OnnxClassifier
 from .predict import top_classes, top_entries
-from .robustness import LIMITS, content_thetas, resample
+from .robustness import LIMITS, resample
 from .transformer import FRAME_CORNERS, OUTLINE_SAMPLES, outline
 from .visualize import DOT_COLOURS, enlarge, image_regions, to_pixels
 

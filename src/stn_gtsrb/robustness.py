@@ -13,7 +13,7 @@ corners), and the result is rounded back to uint8, a picture like any other:
                  scaled by 1 ± 0.4·t (zoom in or out, drawn per image), moved by 0.25·t
     tilt a       the sign seen a degrees off-axis: turned about its vertical or its horizontal
                  axis (drawn per image), one way or the other (the turn's draw), and viewed
-                 by a pinhole camera ``TILT_DISTANCE`` half-sides away that keeps its centre in
+                 by a pinhole camera ``geometry.TILT_DISTANCE`` half-sides away that keeps its centre in
                  the middle: a perspective warp (a homography), the near side larger
 
 The draws (turn direction, shift direction, zoom in or out, tilt axis) are made once per
@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import StnError
+from .geometry import content_thetas, tilt_thetas
 from .transformer import warp
 
 TRANSFORMS = ("rotation", "scale", "shift", "combined", "tilt")
@@ -44,7 +45,6 @@ LIMITS = {"rotation": (0, 180), "scale": (0.25, 4), "shift": (0, 0.5), "combined
 UNITS = {"rotation": "degrees, either way", "scale": "content size factor", "shift": "fraction of the side",
          "combined": "fraction of ±45°, 1 ± 0.4 and 0.25", "tilt": "degrees off-axis, either way, about either axis"}
 UNDISTORTED = {"rotation": 0.0, "scale": 1.0, "shift": 0.0, "combined": 0.0, "tilt": 0.0}  # the image left as is
-TILT_DISTANCE = 3.0  # the tilt's camera distance in half-sides of the image: a 37° view of the upright image
 
 
 def check_levels(levels: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
@@ -89,41 +89,6 @@ def distortion(transform: str, level: float, draws: Draws) -> tuple[torch.Tensor
     if transform == "shift":
         return zero, one, one * level
     return draws.turn * 45 * level, 1 + draws.zoom * 0.4 * level, one * 0.25 * level
-
-
-def content_thetas(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                   direction: torch.Tensor) -> torch.Tensor:
-    """Sampling thetas ``(N, 2, 3)`` (transformer.py's convention: output -> input coordinates) that show
-    each image's content turned by ``angle`` degrees, scaled by ``scale`` and moved by ``shift`` of the
-    side towards ``direction``.
-
-    The content moves as ``p -> k·R(a)·p + d``; sampling inverts that: ``q -> R(-a)·(q - d) / k``,
-    with ``d`` in normalised coordinates (the side is 2 long).
-    """
-    radians = angle * math.pi / 180
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    inverse = torch.stack([cos, sin, -sin, cos], dim=1).view(-1, 2, 2) / scale.view(-1, 1, 1)
-    moved = torch.stack([torch.cos(direction), torch.sin(direction)], dim=1) * 2 * shift.view(-1, 1)
-    return torch.cat([inverse, -(inverse @ moved.unsqueeze(2))], dim=2)
-
-
-def tilt_thetas(angle: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
-    """Sampling homographies ``(N, 3, 3)`` (transformer.py's projective convention: output -> input) that
-    show each image turned by ``angle`` degrees about its vertical (``axis`` 0) or horizontal (1) axis
-    through its centre, seen by a pinhole camera ``TILT_DISTANCE`` (``d``) half-sides away.
-
-    Turned about the vertical axis, the image point ``(u, v)`` is seen at
-    ``(u·cos a, v) / (1 - u·sin a / d)`` (a positive angle brings the right edge nearer); sampling
-    inverts that: ``(x, y) -> (x, y·cos a) / (cos a + x·sin a / d)``. About the horizontal axis, x
-    and y swap roles (a positive angle brings the bottom edge nearer). Zero degrees: the identity.
-    """
-    radians = angle * math.pi / 180
-    cos, lean = torch.cos(radians), torch.sin(radians) / TILT_DISTANCE
-    zero, one, vertical = torch.zeros_like(cos), torch.ones_like(cos), axis == 0
-    rows = [torch.where(vertical, one, cos), zero, zero,
-            zero, torch.where(vertical, cos, one), zero,
-            torch.where(vertical, lean, zero), torch.where(vertical, zero, lean), cos]
-    return torch.stack(rows, dim=1).view(-1, 3, 3)
 
 
 def resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,7 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     jitter = EpochJitter.draw(len(labels), cfg.jitter_rot, cfg.jitter_scale, cfg.jitter_shift, cfg.jitter_blur,
-                              generator, images.device)
+                              generator, images.device, tilt_deg=cfg.jitter_tilt)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     losses = torch.zeros(steps_per_epoch, device=images.device)  # per step, weighted by the batch size
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
