@@ -22,7 +22,7 @@ from stn_gtsrb.bench import bench
 from stn_gtsrb.checkpoints import BEST, LAST, load_checkpoint
 from stn_gtsrb.engines import outcome
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.fileio import save_torch, write_text
+from stn_gtsrb.fileio import locked_directory, save_torch, write_text
 from stn_gtsrb.grid import expand, load_grid
 from stn_gtsrb.results import TEST_RANKED, append_record, format_table
 from stn_gtsrb.runs import read_log
@@ -393,6 +393,14 @@ def test_an_interrupted_save_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_torch({"a": 1}, tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_locking_a_directory_removes_what_killed_writers_left(tmp_path):
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half")
+    (tmp_path / ".hidden").write_text("kept")
+    (tmp_path / "notes.tmp").write_text("kept: not a writer's temporary file")
+    with locked_directory(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", ".lock", "notes.tmp"]
 
 
 def test_writes_reach_the_disk_before_the_name_points_at_them(tmp_path, monkeypatch):

@@ -11,7 +11,10 @@ A run directory holds::
     result.json    written when the run is finished
 
 Every file is written atomically; one process at a time may use a run
-directory (a file lock, :func:`locked_run`).
+directory (a file lock, :func:`locked_run`). A run killed outright keeps its
+finished epochs: ``last.pt`` is the previous epoch's until the new one is
+complete, ``--resume`` goes on from it, and the temporary file of a checkpoint
+write cut short is removed when the run directory is next locked.
 """
 
 from __future__ import annotations
