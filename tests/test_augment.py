@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from stn_gtsrb.augment import EpochJitter, blur_radius, gaussian_blur, random_thetas
-from stn_gtsrb.geometry import as_homography, tilt_thetas
+from stn_gtsrb.geometry import homogeneous, tilt_thetas
 from stn_gtsrb.transformer import warp
 
 
@@ -83,7 +83,7 @@ def test_tilt_jitter_is_drawn_last_and_applied_with_the_similarity_in_one_resamp
     lean = tilted.tilts[:, 2, :2].abs().max(dim=1).values  # sin(angle) / distance, about one axis or the other
     assert 0 < lean.max() <= math.sin(math.radians(60)) / 3 + 1e-6 and (tilted.tilts[:, 2, :2] == 0).any(dim=1).all()
     x = torch.randn(50, 3, 16, 16)
-    expected = gaussian_blur(warp(x[:8], as_homography(tilted.thetas[:8]) @ tilted.tilts[:8]), tilted.sigmas[:8],
+    expected = gaussian_blur(warp(x[:8], homogeneous(tilted.thetas[:8]) @ tilted.tilts[:8]), tilted.sigmas[:8],
                              tilted.radius)
     assert torch.allclose(tilted.apply(x[:8], slice(0, 8)), expected)
     only_tilt = EpochJitter.draw(50, 0, 0, 0, 0, generator=torch.Generator().manual_seed(7), device="cpu",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .geometry import as_homography, tilt_thetas
+from .geometry import homogeneous, tilt_thetas
 from .transformer import FAMILIES, theta_from_params, warp
 
 
@@ -89,7 +89,7 @@ class EpochJitter:
         """The batch ``x`` ``(B, C, H, W)`` holding the images ``index`` of the epoch's draw, augmented."""
         if self.tilts is not None:  # the content moved, then seen off-axis: one homography, one resampling
             tilts = self.tilts[index]
-            x = warp(x, tilts if self.thetas is None else as_homography(self.thetas[index]) @ tilts)
+            x = warp(x, tilts if self.thetas is None else homogeneous(self.thetas[index]) @ tilts)
         elif self.thetas is not None:
             x = warp(x, self.thetas[index])
         if self.sigmas is not None:

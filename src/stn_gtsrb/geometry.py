@@ -50,9 +50,9 @@ def tilt_thetas(angle: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, dim=1).view(-1, 3, 3)
 
 
-def as_homography(theta: torch.Tensor) -> torch.Tensor:
-    """Affine sampling maps ``(N, 2, 3)`` as homographies ``(N, 3, 3)``; homographies unchanged."""
-    if theta.shape[-2:] == (3, 3):
+def homogeneous(theta: torch.Tensor) -> torch.Tensor:
+    """Affine ``(B, 2, 3)`` -> ``(B, 3, 3)`` with last row ``[0, 0, 1]``; a projective ``(B, 3, 3)`` as it is."""
+    if theta.shape[1] == 3:
         return theta
-    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=theta.dtype, device=theta.device).expand(len(theta), 1, 3)
+    bottom = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
     return torch.cat([theta, bottom], dim=1)

@@ -36,6 +36,7 @@ from .data import Normalizer, load_tensors, select_split, validation_tracks
 from .errors import StnError
 from .evaluation import require_val_if_asked
 from .fileio import atomic_write
+from .geometry import homogeneous
 from .models import ConvNet
 from .transformer import (
     FRAME_CORNERS,
@@ -54,14 +55,6 @@ RECORDED_IMAGES = 6  # images drawn by the training recorder
 
 
 # ---------------------------------------------------------------- geometry
-
-def homogeneous(theta: torch.Tensor) -> torch.Tensor:
-    """Affine ``(B, 2, 3)`` -> ``(B, 3, 3)`` with last row ``[0, 0, 1]``; a projective ``(B, 3, 3)`` as it is."""
-    if theta.shape[1] == 3:
-        return theta
-    bottom = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
-    return torch.cat([theta, bottom], dim=1)
-
 
 def compose(*thetas: torch.Tensor) -> torch.Tensor:
     """``theta_1 ∘ theta_2 ∘ ...``: map the last transformer's output frame to the first one's input
