@@ -14,9 +14,10 @@ from stn_gtsrb import TrainConfig, evaluate, train
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.data import load_tensors, validation_tracks
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.geometry import TILT_DISTANCE, content_thetas, tilt_thetas
+from stn_gtsrb.geometry import TILT_DISTANCE, content_thetas, homogeneous, tilt_thetas
 from stn_gtsrb.robustness import DEFAULT_LEVELS, Draws, check_levels, distort, robustness_rows
 from stn_gtsrb.stability import mean_figures, region_spread, trace_transformers, track_figures, track_frames
+from stn_gtsrb.straightening import ANGLES, straightening, turn_thetas
 from stn_gtsrb.transformer import matrix_points
 
 
@@ -187,7 +188,13 @@ def test_the_command_writes_tables_a_plot_and_stability_on_unseen_tracks(data_en
     text = (out / "robustness.md").read_text()
     assert "## rotation" in text and "## Track stability" in text and "| 20 |" in text and "## tilt" in text
     assert "on 258 GTSRB test images" in text
-    assert Image.open(out / "robustness.png").size == (2000, 360)  # five panels: tilt's too
+    straight = saved["straightening"]
+    assert straight["angles"][0] == -45 and straight["angles"][-1] == 45 and straight["images"] == 258
+    assert [(m["model"], m["position"]) for m in straight["models"]] == [("st", 1), ("st", 2)]  # full has none
+    assert all(math.isfinite(m["slope"]) and m["scatter"] >= 0 and len(m["mean_turn"]) == 19
+               for m in straight["models"])
+    assert "## Straightening" in text
+    assert Image.open(out / "robustness.png").size == (2400, 360)  # five distortions (tilt's too), straightening
 
     again = run_cli("robustness", str(tiny_runs / "st"), "-o", str(out), "--n", "10")
     assert again.returncode == 2 and "robustness.json exists: use --overwrite" in again.stderr
@@ -236,6 +243,9 @@ def test_projective_and_spline_models_are_measured_on_their_validation_tracks(da
         assert all(0 <= value < 1 for pair in spreads for value in pair) and max(max(spreads)) > 0
     text = (out / "robustness.md").read_text()
     assert f"on {saved['n']} GTSRB validation images (the held-out tracks)" in text and "## tilt" in text
+    assert [(m["model"], m["position"]) for m in saved["straightening"]["models"]] == [
+        ("projective", 1), ("projective", 2), ("tps", 1), ("tps", 2)]
+    assert all(math.isfinite(m["slope"]) for m in saved["straightening"]["models"])
 
 
 def test_a_still_track_has_a_still_region_in_every_family(data_env, family_runs):
@@ -251,3 +261,20 @@ def test_the_validation_split_needs_models_trained_with_it(data_env, tmp_path):
     result = run_cli("robustness", "--pretrained", "--split", "val", "-o", str(tmp_path / "out"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "--split val needs models trained with --val; pretrained was trained without one" in result.stderr
+
+
+@pytest.mark.parametrize("follows", [1.0, 0.5, 0.0])
+def test_the_straightening_slope_is_the_share_of_the_turn_the_region_follows(follows):
+    """A transformer whose region turns by ``follows`` times the content's turn has that slope and no scatter."""
+    model = TrainConfig(net="lecun", cnn="4,8,16", st=True, locnet="4,4,4").network()
+    turns = iter([0.0, *ANGLES])  # the unturned images first, then one batch per angle
+
+    def trace(x):  # the region of the content turned by follows * angle: its frame's sampling map, inverted
+        frame = torch.linalg.inv(homogeneous(turn_thetas(follows * next(turns), len(x))))[:, :2]
+        return torch.zeros(len(x), 43), {1: frame}, None
+
+    model.trace = trace
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    figures = straightening(model, lambda x: x.float(), images)[1]
+    assert figures["slope"] == pytest.approx(follows, abs=1e-4) and figures["scatter"] < 1e-3
+    assert figures["mean_turn"] == pytest.approx([follows * angle for angle in ANGLES], abs=1e-3)

@@ -1,5 +1,6 @@
-"""``stn-gtsrb robustness``: models side by side under distortions (robustness.py) and along tracks
-(stability.py), written as robustness.json, robustness.md and robustness.png.
+"""``stn-gtsrb robustness``: models side by side under distortions (robustness.py), along tracks
+(stability.py) and turned by known angles (straightening.py), written as robustness.json, robustness.md
+and robustness.png.
 
 The images are the official test split or, with ``split="val"``, the
 validation split (the held-out tracks) that every model was trained without,
@@ -28,6 +29,7 @@ from .fileio import atomic_write, write_text
 from .models import ConvNet
 from .robustness import TRANSFORMS, UNDISTORTED, UNITS, Classifier, check_levels, robustness_rows
 from .stability import stability
+from .straightening import ANGLES, IMAGES, straightening
 
 try:
     import matplotlib
@@ -145,7 +147,7 @@ def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: i
     """Robustness rows for every model on ``split`` (test or val) and, where tracks are known, their
     stability; a JSON-ready dict."""
     check_levels(levels)
-    rows, stable, chosen, origin = [], [], [], ""
+    rows, stable, chosen, origin, straight = [], [], [], "", []
     for size in sorted({s.cfg.image_size for s in subjects}):
         official = load_tensors(size, location, download)
         scored, group = _scored_split(subjects, official, split), [s for s in subjects if s.cfg.image_size == size]
@@ -153,6 +155,10 @@ def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: i
         chosen, origin = _tracks(subjects, official["train"], tracks)
         rows += robustness_rows({s.name: s.classifier() for s in group}, scored.images[index],
                                 scored.labels[index], levels, seed, progress)
+        for subject in group:
+            for position, figures in straightening(subject.model, subject.normalizer,
+                                                   scored.images[index[:IMAGES]]).items():
+                straight.append({"model": subject.name, "position": position, **figures})
         for subject in group if chosen else []:
             figures = stability(subject.model, subject.normalizer, official["train"], chosen)
             stable.append({"model": subject.name, "trained_on": _trained_on(subject.cfg, official["train"], chosen),
@@ -160,9 +166,11 @@ def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: i
     order = {s.name: i for i, s in enumerate(subjects)}
     rows.sort(key=lambda r: (TRANSFORMS.index(r["transform"]), r["level"], order[r["model"]]))
     stable.sort(key=lambda r: order[r["model"]])
+    straight.sort(key=lambda r: (order[r["model"]], r["position"]))
     return {"split": split, "seed": seed, "n": len(index), "models": [s.describe() for s in subjects],
             "levels": {name: list(values) for name, values in levels.items()}, "robustness": rows,
-            "stability": {"tracks": chosen, "origin": origin, "models": stable} if chosen else None}
+            "stability": {"tracks": chosen, "origin": origin, "models": stable} if chosen else None,
+            "straightening": {"angles": list(ANGLES), "images": min(IMAGES, len(index)), "models": straight}}
 
 
 def distortion_scores(result: dict, model: str) -> dict[str, float]:
@@ -225,20 +233,43 @@ def markdown(result: dict) -> str:
         lines += _stability_tables(result["stability"])
     else:
         lines += ["No track stability: no model was trained with --val, and no --tracks were given.", ""]
+    if result.get("straightening", {}).get("models"):
+        lines += _straightening_table(result["straightening"])
     return "\n".join(lines)
+
+
+def _straightening_table(straight: dict) -> list[str]:
+    angles = straight["angles"]
+    return ["## Straightening", "",
+            f"The first {straight['images']} of these images turned by {angles[0]:g} to {angles[-1]:g} degrees: "
+            "the slope of each transformer's region turn on the content's turn (1: the region turns with the "
+            "sign; 0: it does not turn) and the scatter about that line.", "",
+            *_table(["model", "position", "slope", "scatter (degrees)"],
+                    [[m["model"], m["position"], f"{m['slope']:.3f}", f"{m['scatter']:.2f}"]
+                     for m in straight["models"]]), ""]
 
 
 def plot(result: dict, path: Path) -> Path:
     """robustness.png: accuracy against level, one panel per distortion, one line per model."""
     transforms = [t for t in TRANSFORMS if t in result["levels"]]
-    figure, axes = plt.subplots(1, len(transforms), figsize=(4 * len(transforms), 3.6), squeeze=False)
-    for axis, transform in zip(axes[0], transforms, strict=True):
+    straight = result.get("straightening", {}).get("models", [])
+    panels = len(transforms) + bool(straight)
+    figure, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6), squeeze=False)
+    for axis, transform in zip(axes[0][:len(transforms)], transforms, strict=True):
         for model in result["models"]:
             rows = [r for r in result["robustness"] if r["transform"] == transform and r["model"] == model["name"]]
             axis.plot([r["level"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=model["name"])
         axis.set(title=transform, xlabel=UNITS[transform], ylabel=f"{result['split']} accuracy (%)")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    if straight:
+        axis, angles = axes[0][-1], result["straightening"]["angles"]
+        axis.plot(angles, angles, color="grey", linestyle="--", label="ideal (slope 1)")
+        for m in straight:
+            axis.plot(angles, m["mean_turn"], marker="o", label=f"{m['model']} @{m['position']} ({m['slope']:.2f})")
+        axis.set(title="straightening", xlabel="sign turned by (degrees)", ylabel="region turned by (degrees)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
     figure.tight_layout()
     written = atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)
