@@ -1,0 +1,117 @@
+"""The robust grid on validation, and the decision rule of ``benchmarks/grids/fast-robust-val.toml`` applied.
+
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val \\
+        benchmarks/results/fast-robust-val-robustness \\
+        --reference benchmarks/results/fast-transform-families-val \\
+                    benchmarks/results/fast-transform-families-val-robustness \\
+        > benchmarks/results/fast-robust-val/robust_report.log
+
+Reads each finished run's ``result.json`` under RESULTS_DIR (its final-epoch validation accuracy) and, per
+split, ``ROBUSTNESS_DIR/val-seed-<N>/robustness.json``, whose models are matched to runs by their run
+directory's name. The robustness score is the mean of five distortion means: rotation 0-45°, scale
+0.6-1.4, shift 0-0.25, tilt 0-60° and combined 0-0.8, each the mean accuracy over its levels in that
+range. ``--reference`` adds, for reading only, the `fast` recipe's affine runs of another grid on the same
+splits (its own, narrower jitter). Nothing here reads a test figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from stn_gtsrb.config import TrainConfig
+
+RANGES = {"rotation": (0, 45), "scale": (0.6, 1.4), "shift": (0, 0.25), "tilt": (0, 60), "combined": (0, 0.8)}
+TRANSFORMER_CELLS = ("conv2", "image", "image-rst")
+CLEAN_MARGIN = 0.30  # points of mean clean accuracy a winner may lose to the best transformer cell
+FINALIST_MARGIN = 1.0  # points of robustness score within which another cell is a finalist too
+
+
+def cell(cfg: TrainConfig) -> str:
+    if cfg.st:
+        return "image-rst" if cfg.rot else "image"
+    return "conv2" if cfg.locnet2 else "none"
+
+
+def score(report: dict, model: str) -> tuple[float, dict[str, float]]:
+    """The robustness score of ``model`` in a robustness.json and its five distortion means."""
+    means = {}
+    for transform, (low, high) in RANGES.items():
+        rows = [r["accuracy"] for r in report["robustness"] if r["model"] == model and r["transform"] == transform
+                and low <= r["level"] <= high]
+        means[transform] = statistics.mean(rows)
+    return statistics.mean(means.values()), means
+
+
+def load(results: Path, robustness: Path, name=cell) -> dict[tuple[int, str], dict]:
+    """(val seed, cell) -> {"id", "clean", "score", "means", "slope"} of every finished run with a report."""
+    runs = {}
+    for path in sorted(results.glob("runs/*/result.json")):
+        result = json.loads(path.read_text())
+        cfg = TrainConfig.from_saved(result["config"])
+        report_path = robustness / f"val-seed-{cfg.val_seed}" / "robustness.json"
+        if result.get("val_acc") is None or not report_path.exists():
+            continue
+        report = json.loads(report_path.read_text())
+        models = {Path(m["source"]).name: m["name"] for m in report["models"]}
+        if path.parent.name not in models:
+            continue
+        model = models[path.parent.name]
+        total, means = score(report, model)
+        slopes = [m["slope"] for m in report.get("straightening", {}).get("models", []) if m["model"] == model]
+        runs[cfg.val_seed, name(cfg)] = {"id": path.parent.name, "clean": result["val_acc"], "score": total,
+                                         "means": means, "slope": slopes[0] if slopes else None}
+    return runs
+
+
+def mean_of(runs: dict, name: str, key: str, splits: list[int]) -> float:
+    return statistics.mean(runs[split, name][key] for split in splits)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("robustness", type=Path)
+    parser.add_argument("--reference", type=Path, nargs=2, metavar=("RESULTS", "ROBUSTNESS"))
+    args = parser.parse_args()
+    runs = load(args.results, args.robustness)
+    splits = sorted({split for split, _ in runs})
+    names = [n for n in (*TRANSFORMER_CELLS, "none") if all((s, n) in runs for s in splits)]
+    if args.reference:
+        reference = load(*args.reference, name=lambda cfg: "fast" if cfg.locnet2 and cfg.transform == "affine"
+                         and not cfg.st else "other")
+        runs.update({key: value for key, value in reference.items() if key[1] == "fast" and key[0] in splits})
+        names += ["fast"] if all((s, "fast") in runs for s in splits) else []
+    print(f"splits (val seeds): {splits}")
+    print("| cell | clean val acc per split | mean clean | score per split | mean score | rotation | scale | shift "
+          "| tilt | combined | slope per split |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in names:
+        per = [runs[s, name] for s in splits]
+        means = {t: statistics.mean(r["means"][t] for r in per) for t in RANGES}
+        slopes = ", ".join("-" if r["slope"] is None else f"{r['slope']:.3f}" for r in per)
+        clean, scores = (", ".join(f"{r[key]:.2f}" for r in per) for key in ("clean", "score"))
+        print(f"| {name} | {clean} | {mean_of(runs, name, 'clean', splits):.2f} | {scores} | "
+              f"{mean_of(runs, name, 'score', splits):.2f} | " + " | ".join(f"{means[t]:.2f}" for t in RANGES)
+              + f" | {slopes} |")
+    candidates = [n for n in TRANSFORMER_CELLS if n in names]
+    best_clean = max(mean_of(runs, n, "clean", splits) for n in candidates)
+    ranked = sorted(candidates, key=lambda n: -mean_of(runs, n, "score", splits))
+    winner = next(n for n in ranked if mean_of(runs, n, "clean", splits) >= best_clean - CLEAN_MARGIN)
+    finalists = [n for n in ranked if n == winner or (
+        mean_of(runs, n, "score", splits) >= mean_of(runs, winner, "score", splits) - FINALIST_MARGIN
+        and mean_of(runs, n, "clean", splits) >= mean_of(runs, winner, "clean", splits) - CLEAN_MARGIN)]
+    print(f"\nranked by mean robustness score: {', '.join(ranked)}; best mean clean accuracy {best_clean:.2f}")
+    print(f"winner: {winner}; finalists: {', '.join(finalists)}")
+    if "none" in names:
+        for name in candidates:
+            gains = [(runs[s, name]["clean"] - runs[s, "none"]["clean"],
+                      runs[s, name]["score"] - runs[s, "none"]["score"]) for s in splits]
+            print(f"{name} minus none, per split (clean, score): "
+                  + "; ".join(f"{c:+.2f}, {r:+.2f}" for c, r in gains))
+
+
+if __name__ == "__main__":
+    main()
