@@ -12,6 +12,7 @@ from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.data import load_tensors
 from stn_gtsrb.ensemble import TTA_VIEWS, evaluate_ensemble, model_probabilities, view
 from stn_gtsrb.evaluation import probabilities
+from stn_gtsrb.predictor import load_predictor
 
 
 def test_the_first_view_is_the_image_itself_and_the_others_move_it():
@@ -37,7 +38,7 @@ def test_one_model_without_tta_scores_as_eval_and_a_committee_averages_probabili
 def test_tta_averages_the_probabilities_of_the_seven_views(data_env, tiny_runs):
     model, _, normalizer = load_trained(tiny_runs / "st")
     images = load_tensors(32)["test"].images[:50]
-    tta = model_probabilities(model, normalizer, images, tta=True)
+    tta = model_probabilities(load_predictor(tiny_runs / "st"), images, tta=True)
     each = [probabilities(model, normalizer(view(images, *v))) for v in TTA_VIEWS]
     assert torch.allclose(tta, sum(each) / 7, atol=1e-6)
     assert not torch.allclose(tta, each[0])
@@ -48,8 +49,11 @@ def test_the_cli_reports_committees_and_tta_as_such(data_env, tiny_runs, tmp_pat
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["models"] == [str(tiny_runs / "st"), str(tiny_runs / "plain")] and record["views"] == 7
+    assert record["precision"] == "fp32"
     text = run_cli("eval", str(tiny_runs / "st"), str(tiny_runs / "plain"))
     assert "committee of 2 models" in text.stdout
+    bf16 = json.loads(run_cli("eval", str(tiny_runs / "st"), "--tta", "--precision", "bf16", "--json").stdout)
+    assert bf16["precision"] == "bf16"  # asked for, and run in: never silently fp32
 
     other = TrainConfig(net="lecun", cnn="4,8,16", n=300, epochs=1, optimizer="adam", lr=0.003, val=True,
                         val_seed=7)

@@ -14,15 +14,15 @@ from cli_helpers import run_cli
 from stn_gtsrb import data, load_pretrained
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.onnx_export import OnnxClassifier, export_onnx
-from stn_gtsrb.predict import torch_scorer
+from stn_gtsrb.predictor import torch_tracer
 
 
 def agree(model, cfg, normalizer, images: torch.Tensor, path) -> None:
     """ONNX (onnxruntime) probabilities within 1e-4 of PyTorch's, for batches of 1 and 64."""
     export_onnx(model, cfg, normalizer, path)
-    onnx_model, torch_model = OnnxClassifier(path), torch_scorer(model, normalizer)
+    onnx_model, torch_model = OnnxClassifier(path), torch_tracer(model, normalizer, "fp32")
     for batch in (images[:1], images[:64]):
-        expected = torch_model(batch)
+        expected = torch_model(batch)[0]
         assert (onnx_model.probabilities(batch) - expected).abs().max() < 1e-4 and len(expected) == len(batch)
 
 

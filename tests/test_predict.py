@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 
+import torch
 from PIL import Image
 
 from cli_helpers import run_cli
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.classes import CLASS_NAMES
 from stn_gtsrb.evaluation import predict
+from stn_gtsrb.transformer import FRAME_CORNERS
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -37,6 +39,13 @@ def test_predict_matches_the_trained_pipeline_on_files_of_any_format(tiny_runs, 
         assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
         assert 0 < sum(probabilities) <= 1 + 1e-6
         assert all(t["name"] == CLASS_NAMES[t["class"]] for t in prediction["top"])
+    _, thetas, _ = model.trace(normalizer(images[:1]))
+    first = predictions[0]["transformers"]
+    assert [t["position"] for t in first] == [1, 2]  # each transformer's theta and region, as serve gives them
+    assert torch.allclose(torch.tensor(first[0]["theta"]), thetas[1][0], atol=1e-5)
+    corners = torch.tensor(first[0]["corners"])  # the region of theta1 in input pixels: (theta·corner + 1) · 16
+    expected_corners = (FRAME_CORNERS @ thetas[1][0, :, :2].T + thetas[1][0, :, 2] + 1) * 16
+    assert corners.shape == (4, 2) and torch.allclose(corners, expected_corners, atol=1e-3)
 
 
 def test_unreadable_files_get_one_line_each_and_the_others_are_predicted(tiny_runs, official, tmp_path):

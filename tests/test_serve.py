@@ -31,7 +31,8 @@ from cli_helpers import CLI, run_cli
 from conftest import REAL
 from stn_gtsrb import DataLocation, data
 from stn_gtsrb.checkpoints import load_pretrained, load_trained, pretrained_path
-from stn_gtsrb.inference import Distortion, load_served
+from stn_gtsrb.inference import Distortion
+from stn_gtsrb.predictor import PRETRAINED, load_predictor
 from stn_gtsrb.robustness import content_thetas, resample
 from stn_gtsrb.transformer import OUTLINE_SAMPLES
 from stn_gtsrb.transformer import outline as outline_points
@@ -63,7 +64,7 @@ def decoded(url: str) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def served():
-    return load_served(pretrained_path(), "pretrained")
+    return load_predictor(PRETRAINED)
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +236,7 @@ def test_an_onnx_model_is_served_with_its_transformers(served, sign, tmp_path):
     from stn_gtsrb.onnx_export import export_onnx
 
     export_onnx(*load_pretrained(), tmp_path / "shipped.onnx")
-    onnx_served = load_served(tmp_path / "shipped.onnx")
+    onnx_served = load_predictor(tmp_path / "shipped.onnx")
     with TestClient(create_app(onnx_served)) as onnx_client, TestClient(create_app(served)) as torch_client:
         got, want = post(onnx_client, sign, "?rotation=25").json(), post(torch_client, sign, "?rotation=25").json()
         info = onnx_client.get("/api/model").json()
@@ -247,7 +248,7 @@ def test_an_onnx_model_is_served_with_its_transformers(served, sign, tmp_path):
 
 @pytest.mark.parametrize("family", ["projective", "tps"])
 def test_projective_and_spline_models_are_served_with_plot_s_regions(family_runs, family, sign):
-    served = load_served(family_runs / family)
+    served = load_predictor(family_runs / family)
     with TestClient(create_app(served)) as client:
         answer = post(client, sign, "?view=1").json()
     model, _, normalizer = load_trained(family_runs / family)

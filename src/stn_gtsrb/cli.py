@@ -40,7 +40,8 @@ from .ensemble import evaluate_ensemble
 from .errors import StnError
 from .evaluation import evaluate
 from .fileio import read_json
-from .onnx_export import OnnxClassifier, export_onnx
+from .onnx_export import export_onnx
+from .predictor import PRETRAINED, load_predictor
 from .recipes import load_recipe
 from .results import write_table
 from .robustness import DEFAULT_LEVELS
@@ -121,7 +122,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
                           best=args.best)
         what = f"epoch {result['epoch']}"
     else:
-        result = evaluate_ensemble(paths, args.split, args.tta, args.device, _location(args), best=args.best)
+        result = evaluate_ensemble(paths, args.split, args.tta, args.device, _location(args), best=args.best,
+                                   precision=args.precision or "fp32")
         what = (f"committee of {len(paths)} models" if len(paths) > 1 else "one model") + (
             f", test-time augmentation over {result['views']} views" if args.tta else "")
     if args.json:
@@ -161,25 +163,17 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
-def _scorer(args: argparse.Namespace) -> tuple[predict.Scorer, int, object]:
-    """(scorer, image size, PyTorch model or None) of ``predict``'s model: an ONNX file, or anything
-    load_trained takes, by default the shipped model."""
-    if args.model is not None and args.model.suffix == ".onnx":
-        if args.plot:
-            raise StnError("--plot draws the transformers of a PyTorch model, not of an ONNX file")
-        classifier = OnnxClassifier(args.model)
-        return classifier.probabilities, classifier.config.image_size, None
-    model, cfg, normalizer = load_trained(args.model or pretrained_path(), args.device, args.best)
-    return predict.torch_scorer(model, normalizer), cfg.image_size, (model, normalizer)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    score, size, torch_model = _scorer(args)
-    names, images, errors = predict.read_images(args.images, size)
+    predictor = load_predictor(args.model or PRETRAINED, best=args.best, device=args.device)
+    torch_model = predictor.torch_model("--plot") if args.plot else None
+    names, images, errors = predict.read_images(args.images, predictor.image_size)
     for error in errors:
         _print_err(f"stn-gtsrb: error: {error}")
-    tops = predict.predict_images(score, images, args.top_k)
-    predictions = [predict.Prediction(name, top) for name, top in zip(names, tops, strict=True)]
+    probabilities, thetas = predictor.trace(images)
+    tops = predict.top_classes(probabilities, args.top_k)
+    predictions = [predict.Prediction(name, top, inference.transformer_entries(
+        predictor.network, {p: theta[i] for p, theta in thetas.items()}, predictor.image_size))
+        for i, (name, top) in enumerate(zip(names, tops, strict=True))]
     print(json.dumps([p.to_dict() for p in predictions]) if args.json else predict.format_table(predictions))
     if args.plot and predictions:
         model, normalizer = torch_model
@@ -216,7 +210,7 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     levels = {name: tuple(_numbers(getattr(args, name), float, f"--{name}")) for name in DEFAULT_LEVELS}
     tracks = _numbers(args.tracks, int, "--tracks") if args.tracks is not None else None
     robustness_report.check_output(args.output, args.overwrite)
-    sources = ([robustness_report.PRETRAINED] if args.pretrained else []) + args.models
+    sources = ([PRETRAINED] if args.pretrained else []) + args.models
     subjects = robustness_report.load_subjects(sources, args.device, args.best)
     result = robustness_report.measure(subjects, levels, args.n, args.seed, tracks, _location(args), args.download,
                                        progress=sys.stderr.isatty(), split=args.split)
@@ -258,8 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                           ("--max-batch", args.max_batch)):
         if not value > 0:
             raise StnError(f"{option} must be positive, got {value}")
-    served = inference.load_served(args.model or pretrained_path(), None if args.model else "pretrained",
-                                   args.device, args.best)
+    served = load_predictor(args.model or PRETRAINED, best=args.best, device=args.device)
     try:
         cached = cached_tensors(served.config.image_size, _location(args))
     except StnError as problem:

@@ -16,13 +16,12 @@ from pathlib import Path
 import torch
 
 from .archives import DataLocation
-from .checkpoints import load_checkpoint, model_from_checkpoint
-from .data import Normalizer, load_tensors, select_split
+from .data import load_tensors, select_split
 from .errors import StnError
-from .evaluation import probabilities, require_val_if_asked
+from .evaluation import require_val_if_asked
 from .geometry import content_thetas
+from .predictor import Predictor, load_predictor
 from .robustness import resample
-from .runtime import Runtime
 
 TTA_VIEWS = ((1.0, 0.0, 0.0), *((1.0, 0.05, k * math.pi / 2) for k in range(4)), (0.9, 0.0, 0.0), (1.1, 0.0, 0.0))
 """(content scale, shift as a fraction of the side, shift direction in radians) of each test-time view."""
@@ -35,11 +34,10 @@ def view(images: torch.Tensor, scale: float, shift: float, direction: float) -> 
                                            torch.full((n,), direction)))
 
 
-def model_probabilities(model, normalizer: Normalizer, images: torch.Tensor, tta: bool = False,
-                        precision: str = "fp32") -> torch.Tensor:
+def model_probabilities(predictor: Predictor, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """Probabilities ``(N, classes)`` of one model on uint8 ``images``, averaged over ``TTA_VIEWS`` with ``tta``."""
     views = TTA_VIEWS if tta else TTA_VIEWS[:1]
-    return sum(probabilities(model, normalizer(view(images, *v)), precision) for v in views) / len(views)
+    return sum(predictor.probabilities(view(images, *v)) for v in views) / len(views)
 
 
 def _identity(data) -> tuple[torch.Tensor, ...]:
@@ -48,24 +46,24 @@ def _identity(data) -> tuple[torch.Tensor, ...]:
 
 
 def evaluate_ensemble(paths: list[Path | str], split: str = "test", tta: bool = False, device: str = "auto",
-                      location: DataLocation | None = None, download: bool = False, best: bool = False) -> dict:
-    """Accuracy of the committee of ``paths`` (one path: a single model, e.g. with ``tta``) on a split."""
+                      location: DataLocation | None = None, download: bool = False, best: bool = False,
+                      precision: str = "fp32") -> dict:
+    """Accuracy of the committee of ``paths`` (one path: a single model, e.g. with ``tta``) on a split; any
+    source :func:`predictor.load_predictor` takes, ONNX files included."""
     if not paths:
         raise StnError("give at least one model")
-    runtime = Runtime.resolve(device, "fp32")
     total, first = 0.0, None
     for path in paths:
-        checkpoint = load_checkpoint(path, best)
-        model, cfg = model_from_checkpoint(checkpoint, str(path))
-        require_val_if_asked(cfg, split)
+        predictor = load_predictor(path, best=best, precision=precision, device=device)
+        require_val_if_asked(predictor.config, split)
+        cfg = predictor.config
         data = select_split(load_tensors(cfg.image_size, location, download), split, cfg.val_seed, cfg.val_tracks)
         if first is not None and not all(torch.equal(a, b) for a, b in zip(first, _identity(data), strict=True)):
             raise StnError(f"{path} was validated on other images than the first model: a committee needs one split")
         first = first or _identity(data)
-        model, _ = runtime.model(model)
-        normalizer = Normalizer.from_state_dict(checkpoint["normalizer"])
-        total = total + model_probabilities(model.eval(), normalizer, data.images.to(runtime.device), tta).cpu()
+        total = total + model_probabilities(predictor, data.images, tta)
     labels = first[0]
     correct = int((total.argmax(1) == labels).sum())
     return {"split": split, "accuracy": 100.0 * correct / len(labels), "correct": correct, "total": len(labels),
-            "models": [str(p) for p in paths], "tta": tta, "views": len(TTA_VIEWS) if tta else 1}
+            "models": [str(p) for p in paths], "tta": tta, "views": len(TTA_VIEWS) if tta else 1,
+            "precision": predictor.precision}

@@ -11,11 +11,10 @@ sampled region on the input, as ``plot`` draws it (visualize.py's Region: the
 composed θ where the chain composes, its four corners and its warped outline in
 input pixels; corners top-left, top-right, bottom-right, bottom-left).
 
-A model is a run directory, a ``.pt`` checkpoint or a ``.safetensors`` weights
-file (run by PyTorch), or an ``.onnx`` file (run by onnxruntime; its graph
-outputs every transformer's θ, so it is shown alike). Work is split in three
-steps so that a server can batch the middle one: :func:`prepare` (decode and
-distort one image), :meth:`Served.trace` (a batch through the model) and
+A model is a :class:`predictor.Predictor` (PyTorch or onnxruntime; an ONNX
+graph outputs every transformer's θ, so it is shown alike). Work is split in
+three steps so that a server can batch the middle one: :func:`prepare` (decode
+and distort one image), :meth:`Predictor.trace` (a batch through the model) and
 :func:`describe` (one image's answer as JSON-ready data).
 """
 
@@ -25,19 +24,14 @@ import base64
 import io
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
 
-from .checkpoints import load_checkpoint, trained_from_checkpoint
-from .config import TrainConfig
 from .data import decode_resized
 from .errors import StnError
 from .geometry import content_thetas
 from .models import ConvNet
-from .onnx_export import OnnxClassifier
 from .predict import top_classes, top_entries
 from .robustness import LIMITS, resample
 from .transformer import FRAME_CORNERS, OUTLINE_SAMPLES, outline
@@ -49,10 +43,6 @@ SHIFT = (-LIMITS["shift"][1], LIMITS["shift"][1])  # fraction of the side, per a
 MAX_UPLOAD_MB, MAX_MEGAPIXELS = 10, 50  # a server's default limits on a request body and an image's pixels
 MAX_PIXELS = MAX_MEGAPIXELS * 10**6  # checked on the image's header, so a decompression bomb is refused
 MAX_BATCH = 16  # a server's default limit on the requests run in one forward pass
-
-Tracer = Callable[[torch.Tensor], tuple[torch.Tensor, dict[int, torch.Tensor]]]
-# uint8 images (N, 3, S, S) -> (probabilities (N, 43), {transformer position: theta (N, ...)})
-
 
 class ImageTooLarge(StnError):
     """An upload of more pixels than allowed (a decompression bomb, or just too big)."""
@@ -67,13 +57,12 @@ class Distortion:
     shift_x: float = 0.0
     shift_y: float = 0.0
 
-    def check(self) -> "Distortion":
-        """``self`` if every value is finite and in range; else StnError naming the first that is not."""
+    def __post_init__(self) -> None:
+        """StnError naming the first value that is not finite and in range."""
         for name, (low, high) in (("rotation", ROTATION), ("scale", SCALE), ("shift_x", SHIFT), ("shift_y", SHIFT)):
             value = getattr(self, name)
             if not low <= value <= high:  # NaN fails both comparisons
                 raise StnError(f"{name} must lie in [{low:g}, {high:g}], got {value}")
-        return self
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``images`` ``(N, 3, S, S)`` distorted (uint8, same shape); the identity returns them as they are."""
@@ -83,56 +72,6 @@ class Distortion:
         theta = content_thetas(one * self.rotation, one * self.scale, one * math.hypot(self.shift_x, self.shift_y),
                                one * math.atan2(self.shift_y, self.shift_x))
         return resample(images, theta)
-
-
-@dataclass
-class Served:
-    """A loaded model: its tracer, config, and what is known of it (for ``GET /api/model``)."""
-
-    trace: Tracer
-    config: TrainConfig
-    network: ConvNet  # the model's structure: its parameter count and the transformers its regions go through
-    name: str  # the file or directory name, or "pretrained"
-    kind: str  # "pytorch" or "onnx"
-    epoch: int | None = None
-    metrics: dict | None = None  # the last epoch's log record (not kept in ONNX files)
-
-    def info(self) -> dict:
-        """JSON-ready description: config, parameter count, recorded accuracy (percent, per split)."""
-        metrics = self.metrics or {}
-        return {"name": self.name, "kind": self.kind, "image_size": self.config.image_size,
-                "parameters": sum(p.numel() for p in self.network.parameters()),
-                "transformers": sorted(int(p) for p in self.network.transformers),
-                "epoch": self.epoch, "metrics": self.metrics,
-                "accuracy": {split: metrics[f"{split}_acc"] for split in ("val", "test") if f"{split}_acc" in metrics},
-                "config": self.config.to_dict()}
-
-
-def torch_tracer(model, normalizer) -> Tracer:
-    """The tracer of a PyTorch model in eval mode and its normaliser."""
-    device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def trace(images: torch.Tensor):
-        logits, thetas, _ = model.trace(normalizer(images.to(device)))
-        return logits.float().softmax(1).cpu(), {p: theta.float().cpu() for p, theta in thetas.items()}
-
-    return trace
-
-
-def load_served(path: Path | str, name: str | None = None, device: str = "cpu", best: bool = False) -> Served:
-    """A model to serve: an ``.onnx`` file, or anything ``load_trained`` takes; ``name`` overrides its shown name."""
-    path = Path(path)
-    name = name or path.name
-    if path.suffix == ".onnx":
-        if best:
-            raise StnError("--best picks a checkpoint in a run directory, not an ONNX file")
-        classifier = OnnxClassifier(path)
-        return Served(classifier.trace, classifier.config, classifier.config.network(), name, "onnx")
-    checkpoint = load_checkpoint(path, best)
-    model, cfg, normalizer = trained_from_checkpoint(checkpoint, str(path), device)
-    return Served(torch_tracer(model, normalizer), cfg, model, name, "pytorch", checkpoint["epoch"],
-                  checkpoint["metrics"])
 
 
 def decode(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
@@ -167,20 +106,15 @@ def hex_colour(rgb: tuple[int, int, int]) -> str:
     return "#" + "".join(f"{channel:02x}" for channel in rgb)
 
 
-def describe(image: torch.Tensor, probabilities: torch.Tensor, thetas: dict[int, torch.Tensor], network: ConvNet,
-             distortion: Distortion, top_k: int = 5, view: bool = False) -> dict:
-    """One image's answer: ``top`` (as ``predict --json``), the distortion, and per transformer (in order of
-    position) its ``theta``, its ``region`` (the composed θ onto the input, or None where a thin-plate
-    spline breaks the composition), its ``corners`` and ``outline`` (the border of its output frame,
-    ``OUTLINE_SAMPLES`` points per side) in input pixels, and the colour ``plot`` draws it in; with
-    ``view``, ``input`` and each transformer's ``view`` as PNG data URLs.
-
-    image: the distorted uint8 input ``(3, S, S)``; probabilities ``(43,)``; thetas {position: theta of one
-    image}; network: the model's structure (its transformers map the points).
-    """
-    size = image.shape[-1]
+def transformer_entries(network: ConvNet, thetas: dict[int, torch.Tensor], size: int,
+                        image: torch.Tensor | None = None) -> list[dict]:
+    """Per transformer of one image (in order of position): its ``theta``, its ``region`` (the composed θ
+    onto the input, or None where a thin-plate spline breaks the composition), its ``corners`` and
+    ``outline`` (the border of its output frame, ``OUTLINE_SAMPLES`` points per side) in pixels of the
+    ``size``-pixel input, and the colour ``plot`` draws it in; with the uint8 ``image`` ``(3, S, S)``, each
+    transformer's ``view`` as a PNG data URL. thetas: {position: theta of the image}."""
     regions = image_regions(network, {p: theta[None] for p, theta in thetas.items()})
-    transformers = []
+    entries = []
     for index, position in enumerate(sorted(thetas)):
         region = regions[position]
         matrix = region.matrix
@@ -188,10 +122,23 @@ def describe(image: torch.Tensor, probabilities: torch.Tensor, thetas: dict[int,
                  "theta": thetas[position].tolist(), "region": None if matrix is None else matrix[0].tolist(),
                  "corners": to_pixels(region.points(FRAME_CORNERS)[0], size).tolist(),
                  "outline": to_pixels(region.points(outline(OUTLINE_SAMPLES))[0], size).tolist()}
-        if view:
+        if image is not None:
             entry["view"] = png_data_url(region.view(image[None].float() / 255)[0])
-        transformers.append(entry)
-    answer = {"top": top_entries(top_classes(probabilities[None], top_k)[0]), "image_size": size,
+        entries.append(entry)
+    return entries
+
+
+def describe(image: torch.Tensor, probabilities: torch.Tensor, thetas: dict[int, torch.Tensor], network: ConvNet,
+             distortion: Distortion, top_k: int = 5, view: bool = False) -> dict:
+    """One image's answer: ``top`` (as ``predict --json``), the distortion, ``transformers``
+    (:func:`transformer_entries`, each with its ``view`` if ``view``) and, with ``view``, the ``input``
+    as a PNG data URL.
+
+    image: the distorted uint8 input ``(3, S, S)``; probabilities ``(43,)``; thetas {position: theta of one
+    image}; network: the model's structure (its transformers map the points).
+    """
+    transformers = transformer_entries(network, thetas, image.shape[-1], image if view else None)
+    answer = {"top": top_entries(top_classes(probabilities[None], top_k)[0]), "image_size": image.shape[-1],
               "distortion": asdict(distortion), "transformers": transformers}
     if view:
         answer["input"] = png_data_url(image)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -19,7 +18,6 @@ from PIL import Image
 from .classes import CLASS_NAMES
 from .data import decode_resized
 from .errors import StnError
-from .evaluation import probabilities
 
 
 @dataclass
@@ -28,9 +26,10 @@ class Prediction:
 
     file: str
     top: list[tuple[int, float]] = field(default_factory=list)
+    transformers: list[dict] = field(default_factory=list)  # each transformer's theta and region (as serve's)
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "top": top_entries(self.top)}
+        return {"file": self.file, "top": top_entries(self.top), "transformers": self.transformers}
 
 
 def top_entries(top: list[tuple[int, float]]) -> list[dict]:
@@ -52,30 +51,14 @@ def read_images(paths: list[Path | str], size: int) -> tuple[list[str], torch.Te
     return names, stacked, errors
 
 
-Scorer = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (N, 3, S, S) -> probabilities (N, 43)
-
-
-def torch_scorer(model, normalizer) -> Scorer:
-    """The scorer of a PyTorch model and its normaliser (onnx_export.OnnxClassifier is the ONNX one)."""
-    device = next(model.parameters()).device
-    return lambda images: probabilities(model, normalizer(images.to(device))).cpu()
-
-
-def predict_images(score: Scorer, images: torch.Tensor, top_k: int = 5) -> list[list[tuple[int, float]]]:
-    """Top-k (class id, probability) lists for uint8 ``images``."""
-    check_top_k(top_k)
-    if len(images) == 0:
-        return []
-    return top_classes(score(images), top_k)
-
-
 def check_top_k(top_k: int) -> None:
     if not 1 <= top_k <= len(CLASS_NAMES):
         raise StnError(f"--top-k must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
 
 
 def top_classes(probabilities: torch.Tensor, top_k: int) -> list[list[tuple[int, float]]]:
-    """Top-k (class id, probability) lists of ``probabilities`` ``(N, 43)``."""
+    """Top-k (class id, probability) lists of ``probabilities`` ``(N, 43)``; StnError for a bad ``top_k``."""
+    check_top_k(top_k)
     values, classes = probabilities.topk(top_k, dim=1)
     return [list(zip(c.tolist(), v.tolist(), strict=True)) for c, v in zip(classes, values, strict=True)]
 

@@ -20,14 +20,13 @@ from pathlib import Path
 import torch
 
 from .archives import DataLocation
-from .checkpoints import load_trained, pretrained_path
 from .config import TrainConfig
 from .data import GTSRBTensors, Normalizer, load_tensors, select_split, validation_tracks
 from .errors import StnError
-from .evaluation import predict
 from .fileio import atomic_write, write_text
 from .models import ConvNet
-from .robustness import TRANSFORMS, UNDISTORTED, UNITS, Classifier, check_levels, robustness_rows
+from .predictor import PRETRAINED, Predictor, load_predictor, source_path
+from .robustness import TRANSFORMS, UNDISTORTED, UNITS, check_levels, robustness_rows
 from .stability import stability
 from .straightening import ANGLES, IMAGES, straightening
 
@@ -40,23 +39,24 @@ except ImportError:  # the viz extra is not installed: check_output says so
     plt = None
 
 OUTPUTS = ("robustness.json", "robustness.md", "robustness.png")
-PRETRAINED = "pretrained"  # the name standing for the shipped model among the model arguments
 SPLIT_NAMES = {"test": "test images", "val": "validation images (the held-out tracks)"}
 
 
 @dataclass
 class Subject:
-    """One model under study: its name in the tables, where it came from, and the loaded model."""
+    """One model under study: its name in the tables, where it came from, and its Predictor (PyTorch: the
+    stability and straightening figures hook its transformers)."""
 
     name: str
     source: str
-    model: ConvNet
-    cfg: TrainConfig
-    normalizer: Normalizer
+    predictor: Predictor
 
-    def classifier(self) -> Classifier:
-        device = next(self.model.parameters()).device
-        return lambda images: predict(self.model, self.normalizer(images.to(device)))
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.predictor.config
+
+    def torch_model(self) -> tuple[ConvNet, Normalizer]:
+        return self.predictor.torch_model("robustness")
 
     def describe(self) -> dict:
         return {"name": self.name, "source": self.source, "transformers": sorted(self.cfg.transformers),
@@ -70,13 +70,14 @@ def load_subjects(sources: list[str], device: str = "auto", best: bool = False) 
         raise StnError("give at least one model: a run directory, a checkpoint, a weights file or --pretrained")
     subjects, taken = [], set()
     for source in sources:
-        path = pretrained_path() if source == PRETRAINED else Path(source)
-        model, cfg, normalizer = load_trained(path, device, best and source != PRETRAINED)
+        predictor = load_predictor(source, best=best and source != PRETRAINED, device=device)
+        predictor.torch_model("robustness")  # refused before any work for an ONNX file
+        path = source_path(source)
         name = PRETRAINED if source == PRETRAINED else (path.name if path.is_dir() else path.stem)
         name = next(candidate for candidate in [name] + [f"{name}#{i}" for i in range(2, len(sources) + 2)]
                     if candidate not in taken)
         taken.add(name)
-        subjects.append(Subject(name, source, model, cfg, normalizer))
+        subjects.append(Subject(name, source, predictor))
     return subjects
 
 
@@ -153,14 +154,13 @@ def measure(subjects: list[Subject], levels: dict, n: int | None = None, seed: i
         scored, group = _scored_split(subjects, official, split), [s for s in subjects if s.cfg.image_size == size]
         index = _subset(scored, n, seed, split)
         chosen, origin = _tracks(subjects, official["train"], tracks)
-        rows += robustness_rows({s.name: s.classifier() for s in group}, scored.images[index],
+        rows += robustness_rows({s.name: s.predictor.predict for s in group}, scored.images[index],
                                 scored.labels[index], levels, seed, progress)
         for subject in group:
-            for position, figures in straightening(subject.model, subject.normalizer,
-                                                   scored.images[index[:IMAGES]]).items():
+            for position, figures in straightening(*subject.torch_model(), scored.images[index[:IMAGES]]).items():
                 straight.append({"model": subject.name, "position": position, **figures})
         for subject in group if chosen else []:
-            figures = stability(subject.model, subject.normalizer, official["train"], chosen)
+            figures = stability(*subject.torch_model(), official["train"], chosen)
             stable.append({"model": subject.name, "trained_on": _trained_on(subject.cfg, official["train"], chosen),
                            **figures})
     order = {s.name: i for i, s in enumerate(subjects)}

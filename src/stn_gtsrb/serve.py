@@ -58,11 +58,11 @@ from .inference import (
     SHIFT,
     Distortion,
     ImageTooLarge,
-    Served,
     describe,
     png_data_url,
     prepare,
 )
+from .predictor import Predictor
 
 STATIC = Path(__file__).parent / "static"
 ROUTING_ERRORS = {"Not Found": "no such route", "Method Not Allowed": "method not allowed"}
@@ -79,7 +79,7 @@ def error(status: int, message: str) -> JSONResponse:
 class Batcher:
     """Runs ``served.trace`` on batches of the images queued while the previous batch ran."""
 
-    def __init__(self, served: Served, max_batch: int):
+    def __init__(self, served: Predictor, max_batch: int):
         self.served, self.max_batch = served, max_batch
         self.queue: asyncio.Queue = asyncio.Queue()
 
@@ -137,7 +137,7 @@ async def read_image_field(request: Request, limit: int) -> bytes:
     return await field.read()
 
 
-def create_app(served: Served, samples: GTSRBTensors | None = None, max_upload_bytes: int = MAX_UPLOAD_MB * 2**20,
+def create_app(served: Predictor, samples: GTSRBTensors | None = None, max_upload_bytes: int = MAX_UPLOAD_MB * 2**20,
                max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH) -> FastAPI:
     """The web app serving ``served``; ``samples``: test images for ``/api/sample`` (None: none)."""
     size = served.config.image_size
