@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from stn_gtsrb import evaluate, export
-from stn_gtsrb.checkpoints import LAST, PRETRAINED, PRETRAINED_DIR, SUFFIX
+from stn_gtsrb.checkpoints import DEFAULT_PRETRAINED, LAST, PRETRAINED, PRETRAINED_DIR, SUFFIX
 from stn_gtsrb.fileio import write_text
 from stn_gtsrb.runs import read_log
 
@@ -24,9 +24,10 @@ from stn_gtsrb.runs import read_log
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="a finished run directory")
-    parser.add_argument("--net", default="idsia", help="which shipped file to make (default: idsia)")
+    parser.add_argument("--name", default=DEFAULT_PRETRAINED,
+                        help=f"which pretrained model's file to make (default: {DEFAULT_PRETRAINED})")
     args = parser.parse_args()
-    target = PRETRAINED_DIR / f"{PRETRAINED[args.net]}{SUFFIX}"
+    target = PRETRAINED_DIR / f"{PRETRAINED[args.name]}{SUFFIX}"
     path = export(args.run / LAST, target, half=True, overwrite=True)
     print(f"exported {args.run / LAST} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     start = time.perf_counter()
@@ -37,7 +38,8 @@ def main() -> None:
     record = {"test_acc": result["accuracy"], "correct": result["correct"], "total": result["total"],
               "epoch": result["epoch"], "run": str(args.run), "float32_test_acc": logged,
               "config": json.loads((args.run / "config.json").read_text()),
-              "reproduce": f"python benchmarks/pretrained.py {args.run}; stn-gtsrb eval --pretrained"}
+              "reproduce": f"python benchmarks/pretrained.py {args.run} --name {args.name}; "
+                           f"stn-gtsrb eval --pretrained {args.name}"}
     written = write_text(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     print(f"wrote {written}")
 

@@ -12,7 +12,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cli_helpers import run_cli
-from stn_gtsrb import TrainConfig, checkpoints, create_model, data, evaluate, export, load_pretrained, train
+from stn_gtsrb import (
+    TrainConfig,
+    checkpoints,
+    create_model,
+    data,
+    evaluate,
+    export,
+    load_pretrained,
+    load_trained,
+    train,
+)
 from stn_gtsrb.checkpoints import load_checkpoint
 from stn_gtsrb.errors import StnError
 
@@ -72,15 +82,49 @@ def test_create_model_pretrained_loads_the_shipped_file(data_env, tmp_path, monk
     monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", tmp_path / "shipped")
     with pytest.raises(StnError, match="missing from this installation"):
         create_model("idsia", pretrained=True)
-    export(tmp_path / "run", tmp_path / "shipped" / f"{checkpoints.PRETRAINED['idsia']}.safetensors")
+    export(tmp_path / "run", tmp_path / "shipped" / f"{checkpoints.PRETRAINED['accurate']}.safetensors")
     model = create_model("idsia", pretrained=True)
-    shipped = load_checkpoint(tmp_path / "shipped" / f"{checkpoints.PRETRAINED['idsia']}.safetensors")["model"]
+    shipped = load_checkpoint(tmp_path / "shipped" / f"{checkpoints.PRETRAINED['accurate']}.safetensors")["model"]
     assert all(torch.equal(model.state_dict()[k], shipped[k]) for k in shipped)
     assert create_model("idsia", pretrained=True, cnn="4,4,4,8") is not None
+    assert create_model("idsia", pretrained="accurate") is not None
     with pytest.raises(StnError, match=r"trained with cnn='4,4,4,8'; drop those options"):
         create_model("idsia", pretrained=True, cnn="150,200,300,350")
-    with pytest.raises(StnError, match="no pretrained weights for network 'lecun'; available: idsia"):
-        create_model("lecun", pretrained=True)
+    with pytest.raises(StnError, match="the pretrained model 'accurate' has the idsia net, not lecun"):
+        create_model("lecun", pretrained=True)  # never a different net from the one named
+    with pytest.raises(StnError, match="no pretrained model 'robustest'; available: accurate"):
+        create_model("idsia", pretrained="robustest")
+
+
+def test_pretrained_names_select_registry_entries_in_every_command(data_env, tiny_runs, tmp_path, monkeypatch):
+    """A second entry, a tiny net with two transformers, beside the shipped one."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / checkpoints.pretrained_path().name).symlink_to(checkpoints.pretrained_path())
+    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", shipped)
+    monkeypatch.setitem(checkpoints.PRETRAINED, "tiny", "tiny-st")
+    export(tiny_runs / "st", shipped / "tiny-st.safetensors", half=False)
+    assert load_pretrained("tiny")[1].transformers == load_trained(tiny_runs / "st")[1].transformers
+    image = tmp_path / "sign.png"
+    Image.new("RGB", (40, 30), "blue").save(image)
+    for args, positions in ((["--pretrained", "tiny"], [1, 2]), (["--pretrained"], [2]), ([], [2])):
+        result = run_cli("predict", str(image), *args, "--json")
+        assert [t["position"] for t in json.loads(result.stdout)[0]["transformers"]] == positions, result.stderr
+    measured = json.loads(run_cli("eval", "--pretrained", "tiny", "--json", "--precision", "fp32").stdout)
+    assert measured["correct"] == evaluate(tiny_runs / "st", precision="fp32")["correct"]
+    out = tmp_path / "robustness"
+    result = run_cli("robustness", str(tiny_runs / "plain"), "--pretrained", "tiny", "-o", str(out), "--n", "20",
+                     "--rotation", "0", "--scale", "1", "--shift", "0", "--combined", "0", "--tilt", "0")
+    assert result.returncode == 0, result.stderr
+    assert [m["name"] for m in json.loads((out / "robustness.json").read_text())["models"]] == ["pretrained:tiny",
+                                                                                                "plain"]
+    unknown = run_cli("predict", str(image), "--pretrained", "nosuch")
+    assert unknown.returncode == 2 and unknown.stderr == (
+        "stn-gtsrb: error: no pretrained model 'nosuch'; available: accurate, tiny\n")
+    swallowed = run_cli("robustness", "--pretrained", str(tiny_runs / "plain"), "-o", str(tmp_path / "r2"))
+    assert swallowed.returncode == 2 and swallowed.stderr == (
+        f"stn-gtsrb: error: --pretrained takes a pretrained model's name (accurate, tiny), not {tiny_runs / 'plain'}"
+        ": give models before --pretrained\n")
 
 
 # ---------------------------------------------------------------- the shipped model itself
@@ -97,7 +141,7 @@ def test_eval_pretrained_reproduces_the_recorded_test_accuracy(real_env):
     result = run_cli("eval", "--pretrained", "--json", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout)
-    recorded = json.loads((checkpoints.PRETRAINED_DIR / f"{checkpoints.PRETRAINED['idsia']}.json").read_text())
+    recorded = json.loads((checkpoints.PRETRAINED_DIR / f"{checkpoints.PRETRAINED['accurate']}.json").read_text())
     assert measured["total"] == 12630 and measured["accuracy"] == pytest.approx(recorded["test_acc"], abs=1e-9)
 
 

@@ -22,9 +22,11 @@ config, the epoch and the metrics as JSON. :func:`read_weights` returns the
 shape of a checkpoint (without optimiser state, parameters back in float32),
 so everything that takes a checkpoint takes a weights file.
 
-The package ships one weights file, the IDSIA-shaped BatchNorm net with a
-transformer before conv2 (``PRETRAINED``), which ``create_model("idsia", pretrained=True)``,
-:func:`load_pretrained` and the CLI's ``--pretrained`` load.
+Pretrained models are registry entries (``PRETRAINED``): a name, and a weights file shipped under
+``stn_gtsrb/pretrained/`` with a JSON record of its run and measured accuracy beside it. The entry's
+own config says which network it is. ``accurate``, the IDSIA-shaped BatchNorm net with a transformer
+before conv2, is the default (``DEFAULT_PRETRAINED``): what ``load_pretrained()``,
+``create_model("idsia", pretrained=True)`` and the CLI's ``--pretrained`` alone load.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ CHECKPOINT_FORMAT = 1
 WEIGHTS_FORMAT = "1"
 SUFFIX = ".safetensors"
 LAST, BEST = "last.pt", "best.pt"  # checkpoint file names in a run directory
-PRETRAINED = {"idsia": "idsia-bn-st2-32px"}  # network name -> file stem under stn_gtsrb/pretrained/
+PRETRAINED = {"accurate": "idsia-bn-st2-32px"}  # pretrained model name -> file stem under stn_gtsrb/pretrained/
+DEFAULT_PRETRAINED = "accurate"  # the model --pretrained alone, load_pretrained() and pretrained=True load
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
@@ -200,36 +203,39 @@ def export(path: Path | str, output: Path | str, half: bool = True, overwrite: b
 
 # ---------------------------------------------------------------- the shipped model
 
-def pretrained_path(net: str = "idsia") -> Path:
-    """The shipped weights file of network ``net``."""
-    if net not in PRETRAINED:
-        raise StnError(f"no pretrained weights for network {net!r}; available: {', '.join(PRETRAINED)}")
-    path = PRETRAINED_DIR / f"{PRETRAINED[net]}{SUFFIX}"
+def pretrained_path(name: str = DEFAULT_PRETRAINED) -> Path:
+    """The weights file of the pretrained model ``name``."""
+    if name not in PRETRAINED:
+        raise StnError(f"no pretrained model {name!r}; available: {', '.join(PRETRAINED)}")
+    path = PRETRAINED_DIR / f"{PRETRAINED[name]}{SUFFIX}"
     if not path.exists():
         raise StnError(f"pretrained weights {path} are missing from this installation")
     return path
 
 
-def load_pretrained(device: str = "cpu") -> tuple[ConvNet, TrainConfig, Normalizer]:
-    """(model in eval mode, its TrainConfig, its Normalizer) of the weights shipped with the package."""
-    return load_trained(pretrained_path(), device)
+def load_pretrained(name: str = DEFAULT_PRETRAINED, device: str = "cpu") -> tuple[ConvNet, TrainConfig, Normalizer]:
+    """(model in eval mode, its TrainConfig, its Normalizer) of the pretrained model ``name``."""
+    return load_trained(pretrained_path(name), device)
 
 
-def create_model(name: str, pretrained: bool = False, **options) -> ConvNet:
+def create_model(name: str, pretrained: bool | str = False, **options) -> ConvNet:
     """Build the registered network ``name`` (see models.py) with keyword ``options``.
 
-    ``pretrained=True`` builds it as the weights shipped with the package were
-    trained (transformers included) and loads them; ``options`` given with it
-    must agree with that configuration. Its inputs must be normalised with the
-    shipped normaliser: :func:`load_pretrained` returns both.
+    ``pretrained``: a pretrained model's name (``True``: ``DEFAULT_PRETRAINED``), whose network must be
+    ``name``; the net is built as those weights were trained (transformers included) and loads them, and
+    ``options`` given with it must agree with that configuration. Its inputs must be normalised with the
+    model's own normaliser: :func:`load_pretrained` returns both.
     """
     if not pretrained:
         return build_model(name, **options)
     model_spec(name)  # a clear error for an unknown name
-    model, cfg = model_from_checkpoint(load_checkpoint(pretrained_path(name)), f"pretrained {name}")
+    entry = DEFAULT_PRETRAINED if pretrained is True else pretrained
+    model, cfg = model_from_checkpoint(load_checkpoint(pretrained_path(entry)), f"pretrained {entry}")
+    if cfg.net != name:
+        raise StnError(f"the pretrained model {entry!r} has the {cfg.net} net, not {name}")
     shipped = cfg.model_options()
     differing = sorted(key for key, value in options.items() if key not in shipped or shipped[key] != value)
     if differing:
-        raise StnError(f"the pretrained {name} weights were trained with "
+        raise StnError(f"the pretrained model {entry!r} was trained with "
                        f"{', '.join(f'{k}={shipped.get(k)!r}' for k in differing)}; drop those options")
     return model

@@ -30,7 +30,7 @@ import torch
 from . import inference, predict, report, robustness_report, visualize
 from .archives import ARCHIVES, DataLocation, expected_hashes, fetch_archives
 from .bench import bench
-from .checkpoints import export, load_trained, pretrained_path
+from .checkpoints import DEFAULT_PRETRAINED, PRETRAINED, export, load_trained, pretrained_path
 from .classes import NUM_CLASSES
 from .cli_parser import build_parser
 from .config import TrainConfig
@@ -41,7 +41,7 @@ from .errors import StnError
 from .evaluation import evaluate
 from .fileio import read_json
 from .onnx_export import export_onnx
-from .predictor import PRETRAINED, load_predictor
+from .predictor import load_predictor, pretrained_source
 from .recipes import load_recipe
 from .results import write_table
 from .robustness import DEFAULT_LEVELS
@@ -50,9 +50,23 @@ from .train import train
 
 def _model_path(args: argparse.Namespace) -> Path:
     """The checkpoint named on the command line, or the shipped weights with --pretrained."""
-    if args.pretrained == (args.checkpoint is not None):
+    if (args.pretrained is not None) == (args.checkpoint is not None):
         raise StnError("give a checkpoint (run directory, .pt or .safetensors file) or --pretrained, one of the two")
-    return pretrained_path() if args.pretrained else args.checkpoint
+    return pretrained_path(_pretrained(args)) if args.pretrained else args.checkpoint
+
+
+def _pretrained(args: argparse.Namespace) -> str | None:
+    """The pretrained model that --pretrained names, or None without it; a path given to it is refused."""
+    name = args.pretrained
+    if name is not None and name not in PRETRAINED and Path(name).exists():
+        raise StnError(f"--pretrained takes a pretrained model's name ({', '.join(PRETRAINED)}), not {name}: "
+                       "give models before --pretrained")
+    return name
+
+
+def _model_source(args: argparse.Namespace) -> str | Path:
+    """``-m MODEL``, else the pretrained model --pretrained names (the default one without either)."""
+    return args.model or pretrained_source(_pretrained(args) or DEFAULT_PRETRAINED)
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -114,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    paths = ([pretrained_path()] if args.pretrained else []) + args.checkpoints
+    paths = ([pretrained_path(_pretrained(args))] if args.pretrained else []) + args.checkpoints
     if not paths:
         raise StnError("give a checkpoint (run directory, .pt or .safetensors file), several, or --pretrained")
     if len(paths) == 1 and not args.tta:
@@ -164,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    predictor = load_predictor(args.model or PRETRAINED, best=args.best, device=args.device)
+    predictor = load_predictor(_model_source(args), best=args.best, device=args.device)
     torch_model = predictor.torch_model("--plot") if args.plot else None
     names, images, errors = predict.read_images(args.images, predictor.image_size)
     for error in errors:
@@ -210,7 +224,7 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     levels = {name: tuple(_numbers(getattr(args, name), float, f"--{name}")) for name in DEFAULT_LEVELS}
     tracks = _numbers(args.tracks, int, "--tracks") if args.tracks is not None else None
     robustness_report.check_output(args.output, args.overwrite)
-    sources = ([PRETRAINED] if args.pretrained else []) + args.models
+    sources = ([pretrained_source(_pretrained(args))] if args.pretrained else []) + args.models
     subjects = robustness_report.load_subjects(sources, args.device, args.best)
     result = robustness_report.measure(subjects, levels, args.n, args.seed, tracks, _location(args), args.download,
                                        progress=sys.stderr.isatty(), split=args.split)
@@ -252,7 +266,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                           ("--max-batch", args.max_batch)):
         if not value > 0:
             raise StnError(f"{option} must be positive, got {value}")
-    served = load_predictor(args.model or PRETRAINED, best=args.best, device=args.device)
+    served = load_predictor(_model_source(args), best=args.best, device=args.device)
     try:
         cached = cached_tensors(served.config.image_size, _location(args))
     except StnError as problem:

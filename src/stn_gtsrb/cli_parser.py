@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .archives import DATA_DIR_ENV, SOURCE_ENV
+from .checkpoints import DEFAULT_PRETRAINED, PRETRAINED
 from .config import TrainConfig
 from .inference import MAX_BATCH, MAX_MEGAPIXELS, MAX_UPLOAD_MB
 from .models import list_models, model_spec
@@ -33,8 +34,12 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                              f"(default: ${SOURCE_ENV} or the official URL)")
 
 
-def _add_runtime_options(parser: argparse.ArgumentParser, precision_default: str | None = "auto") -> None:
+def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser, precision_default: str | None = "auto") -> None:
+    _add_device(parser)
     parser.add_argument("--precision", default=precision_default,
                         help=f"{', '.join(PRECISIONS)}: autocast precision, auto = bf16 where the device runs it "
                              f"fast (default: {precision_default or 'the one the model was trained in'})")
@@ -69,10 +74,15 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 BEST_HELP = "with a run directory: its best.pt (the epoch of best validation accuracy) instead of its final model"
 
 
+def _add_pretrained(parser, what: str) -> None:
+    parser.add_argument("--pretrained", nargs="?", const=DEFAULT_PRETRAINED, default=None, metavar="NAME",
+                        help=f"{what}: NAME, one of {', '.join(PRETRAINED)} (alone: {DEFAULT_PRETRAINED})")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
                         help="a run directory (its final model), a .pt checkpoint or a .safetensors weights file")
-    parser.add_argument("--pretrained", action="store_true", help="use the model shipped with the package")
+    _add_pretrained(parser, "use a model shipped with the package")
     parser.add_argument("--best", action="store_true", help=BEST_HELP)
 
 
@@ -89,7 +99,7 @@ def _add_serve_parser(commands) -> None:
     which.add_argument("-m", "--model", type=Path, default=None,
                        help="a run directory (its final model), a .pt checkpoint, a .safetensors weights file or an "
                             ".onnx file (run with onnxruntime) (default: the model shipped with the package)")
-    which.add_argument("--pretrained", action="store_true", help="the model shipped with the package (the default)")
+    _add_pretrained(which, "a model shipped with the package (the default)")
     se.add_argument("--best", action="store_true", help=BEST_HELP)
     se.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all interfaces)")
@@ -100,7 +110,7 @@ def _add_serve_parser(commands) -> None:
                     help="largest image, in millions of pixels, checked before decoding (default: %(default)s)")
     se.add_argument("--max-batch", type=int, default=MAX_BATCH,
                     help="most concurrent requests run in one forward pass (default: %(default)s; 1: one at a time)")
-    se.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_device(se)
     _add_data_options(se)
 
 
@@ -151,8 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoints", type=Path, nargs="*", metavar="checkpoint",
                     help="a run directory (its final model), a .pt checkpoint or a .safetensors weights file; "
                          "several: their committee (probabilities averaged)")
-    ev.add_argument("--pretrained", action="store_true", help="the model shipped with the package (with others: "
-                                                              "one more member)")
+    _add_pretrained(ev, "a model shipped with the package (with others: one more member)")
     ev.add_argument("--best", action="store_true", help=BEST_HELP)
     ev.add_argument("--tta", action="store_true", help="test-time augmentation: average each model's probabilities "
                                                        "over the image, 4 shifts of 5%% and scales 0.9 and 1.1")
@@ -184,19 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run", type=Path, help="a run directory (its final model)")
     rp.add_argument("--best", action="store_true", help=BEST_HELP)
     rp.add_argument("-o", "--output", type=Path, default=None, help="directory for the PNGs (default: the run)")
-    rp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_device(rp)
     _add_data_options(rp)
 
     pr = commands.add_parser("predict", help="classify image files (any format and size) with a trained model")
     pr.add_argument("images", nargs="+", type=Path, help="image files")
-    pr.add_argument("-m", "--model", type=Path, default=None,
-                    help="a run directory (its final model), a .pt checkpoint, a .safetensors weights file or an "
-                         ".onnx file (run with onnxruntime) (default: the model shipped with the package)")
+    which = pr.add_mutually_exclusive_group()
+    which.add_argument("-m", "--model", type=Path, default=None,
+                       help="a run directory (its final model), a .pt checkpoint, a .safetensors weights file or an "
+                            ".onnx file (run with onnxruntime) (default: the model shipped with the package)")
+    _add_pretrained(which, "a model shipped with the package (the default)")
     pr.add_argument("--best", action="store_true", help=BEST_HELP)
     pr.add_argument("--top-k", type=int, default=5, help="classes listed per image (default: 5)")
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
     pr.add_argument("--plot", type=Path, default=None, help="PNG: each image with its transformers' sampled regions")
-    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_device(pr)
 
     ex = commands.add_parser("export", help="write a trained model as a .safetensors weights file or an ONNX graph")
     _add_model_options(ex)
@@ -210,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "tilt, and track stability")
     ro.add_argument("models", nargs="*", help="run directories (their final models), .pt checkpoints or "
                                               ".safetensors weights files")
-    ro.add_argument("--pretrained", action="store_true", help="also the model shipped with the package (first)")
+    _add_pretrained(ro, "also a model shipped with the package (first)")
     ro.add_argument("--best", action="store_true", help=BEST_HELP)
     ro.add_argument("-o", "--output", type=Path, required=True,
                     help="directory for robustness.json, robustness.md and robustness.png")
@@ -227,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         ro.add_argument(f"--{name}", default=",".join(f"{v:g}" for v in levels), metavar="LEVELS",
                         help=f"comma-separated {name} levels, {UNITS[name]} (default: %(default)s)")
     ro.add_argument("--overwrite", action="store_true", help="replace earlier results in --output")
-    ro.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_device(ro)
     ro.add_argument("--download", action="store_true", help="download the archives if they are missing")
     _add_data_options(ro)
 

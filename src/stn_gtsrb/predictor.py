@@ -1,7 +1,8 @@
 """One way to load and run a trained model: :func:`load_predictor` and the :class:`Predictor` it returns.
 
 A source is a run directory (its final model; ``best``: its best.pt), a ``.pt`` checkpoint, a
-``.safetensors`` weights file, an ``.onnx`` file, or ``"pretrained"`` (the shipped model). A
+``.safetensors`` weights file, an ``.onnx`` file, ``"pretrained"`` (the default pretrained model) or
+``"pretrained:NAME"`` (the pretrained model NAME; :func:`pretrained_source` makes either). A
 Predictor takes uint8 images ``(N, 3, S, S)`` at its ``image_size``, normalises them as its model
 was trained, and gives class probabilities and each transformer's θ, through PyTorch (on a device,
 in a precision) or through onnxruntime (on the CPU, in float32). ``predict``, ``eval``, ``serve``,
@@ -20,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .checkpoints import load_checkpoint, pretrained_path, trained_from_checkpoint
+from .checkpoints import DEFAULT_PRETRAINED, load_checkpoint, pretrained_path, trained_from_checkpoint
 from .config import TrainConfig
 from .data import Normalizer
 from .errors import StnError
@@ -29,7 +30,7 @@ from .models import ConvNet
 from .onnx_export import OnnxClassifier
 from .runtime import autocast_for, resolve_device, resolve_precision
 
-PRETRAINED = "pretrained"  # the source name standing for the shipped model
+PRETRAINED = "pretrained"  # a source naming the default pretrained model; "pretrained:NAME" names another
 PYTORCH, ONNX = "pytorch", "onnx"
 
 Tracer = Callable[[torch.Tensor], tuple[torch.Tensor, dict[int, torch.Tensor]]]
@@ -43,7 +44,7 @@ class Predictor:
     tracer: Tracer  # one batch through the model
     config: TrainConfig
     network: ConvNet  # the PyTorch model (eval mode, on its device), or an ONNX file's structure alone
-    name: str  # the file or directory name, or "pretrained"
+    name: str  # the file or directory name, or the pretrained source ("pretrained", "pretrained:NAME")
     kind: str  # PYTORCH or ONNX
     normalizer: Normalizer | None = None  # PyTorch back end
     precision: str = "fp32"
@@ -102,16 +103,30 @@ def torch_tracer(model: ConvNet, normalizer: Normalizer, precision: str) -> Trac
     return trace
 
 
+def pretrained_source(name: str = DEFAULT_PRETRAINED) -> str:
+    """The source naming the pretrained model ``name``."""
+    return PRETRAINED if name == DEFAULT_PRETRAINED else f"{PRETRAINED}:{name}"
+
+
+def pretrained_name(source: Path | str) -> str | None:
+    """The pretrained model a source names, or None for a file or directory."""
+    text = str(source)
+    if text == PRETRAINED:
+        return DEFAULT_PRETRAINED
+    return text[len(PRETRAINED) + 1:] if text.startswith(PRETRAINED + ":") else None
+
+
 def source_path(source: Path | str) -> Path:
-    """The file or directory a source names (``"pretrained"``: the shipped weights file)."""
-    return pretrained_path() if str(source) == PRETRAINED else Path(source)
+    """The file or directory a source names (a pretrained model's: its weights file)."""
+    name = pretrained_name(source)
+    return pretrained_path(name) if name else Path(source)
 
 
 def load_predictor(source: Path | str, *, best: bool = False, precision: str = "fp32",
                    device: str = "cpu") -> Predictor:
     """A Predictor of ``source`` (see the module docstring); StnError for a source or option that does not fit."""
     path = source_path(source)
-    name = PRETRAINED if str(source) == PRETRAINED else path.name
+    name = str(source) if pretrained_name(source) else path.name
     if path.suffix == ".onnx":
         if best:
             raise StnError("--best picks a checkpoint in a run directory, not an ONNX file")
@@ -121,8 +136,8 @@ def load_predictor(source: Path | str, *, best: bool = False, precision: str = "
             raise StnError(f"an ONNX file runs on the CPU (onnxruntime), not on --device {device}")
         classifier = OnnxClassifier(path)
         return Predictor(classifier.trace, classifier.config, classifier.config.network(), name, ONNX)
-    if best and str(source) == PRETRAINED:
-        raise StnError("--best picks a checkpoint in a run directory, not the shipped model")
+    if best and pretrained_name(source):
+        raise StnError("--best picks a checkpoint in a run directory, not a pretrained model")
     checkpoint = load_checkpoint(path, best)
     model, cfg, normalizer = trained_from_checkpoint(checkpoint, str(path), device)
     precision = resolve_precision(precision, resolve_device(device))

@@ -25,7 +25,7 @@ from .data import GTSRBTensors, Normalizer, load_tensors, select_split, validati
 from .errors import StnError
 from .fileio import atomic_write, write_text
 from .models import ConvNet
-from .predictor import PRETRAINED, Predictor, load_predictor, source_path
+from .predictor import Predictor, load_predictor, pretrained_name, source_path
 from .robustness import TRANSFORMS, UNDISTORTED, UNITS, check_levels, robustness_rows
 from .stability import stability
 from .straightening import ANGLES, IMAGES, straightening
@@ -64,16 +64,16 @@ class Subject:
 
 
 def load_subjects(sources: list[str], device: str = "auto", best: bool = False) -> list[Subject]:
-    """Load each model argument (a run directory, checkpoint, weights file, or ``pretrained``), named by its
-    directory or file name, made unique."""
+    """Load each model argument (a run directory, checkpoint, weights file, or a pretrained source), named by
+    its directory or file name (a pretrained model: its source), made unique."""
     if not sources:
         raise StnError("give at least one model: a run directory, a checkpoint, a weights file or --pretrained")
     subjects, taken = [], set()
     for source in sources:
-        predictor = load_predictor(source, best=best and source != PRETRAINED, device=device)
+        predictor = load_predictor(source, best=best and not pretrained_name(source), device=device)
         predictor.torch_model("robustness")  # refused before any work for an ONNX file
         path = source_path(source)
-        name = PRETRAINED if source == PRETRAINED else (path.name if path.is_dir() else path.stem)
+        name = source if pretrained_name(source) else (path.name if path.is_dir() else path.stem)
         name = next(candidate for candidate in [name] + [f"{name}#{i}" for i in range(2, len(sources) + 2)]
                     if candidate not in taken)
         taken.add(name)
