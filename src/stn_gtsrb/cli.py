@@ -121,8 +121,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                    compile=args.compile, resume=args.resume, overwrite=args.overwrite, location=_location(args),
                    download=args.download, progress=None if not args.script else False,
                    callbacks=callbacks)
-    split = "val" if cfg.val else "test"  # a run with --val never scores the test set
-    print(f"final {'validation' if cfg.val else 'test'} accuracy: {result[split + '_acc']:.2f}% (run in {args.output})")
+    split = cfg.judged_split
+    print(f"final {'validation' if split == 'val' else 'test'} accuracy: {result[split + '_acc']:.2f}% "
+          f"(run in {args.output})")
     if args.script:
         print(f"{result[split + '_acc']:.4f}")
 

@@ -98,6 +98,12 @@ class TrainConfig:
         return self.cnn or model_spec(self.net).widths
 
     @property
+    def judged_split(self) -> str:
+        """The split a run is scored and judged on: ``val`` with --val (such a run never scores the test set,
+        which stays blind while choosing), else ``test`` (after the final epoch)."""
+        return "val" if self.val else "test"
+
+    @property
     def transform_spec(self) -> str:
         """The transformers' family as models.py takes it: ``--transform``, or the affine restriction."""
         chosen = [name for flag, name in ((self.rot, "rotation"), (self.sca, "scale"), (self.tra, "translation"))

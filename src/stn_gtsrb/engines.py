@@ -120,9 +120,8 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, location: DataLocati
         lines = (stderr.strip() or stdout.strip() or f"exit code {process.returncode}").splitlines()
         return {**record, "status": "failed", "error": lines[-1], "seconds": time.perf_counter() - started}
     result = runs.read_result(run_dir)
-    scores = {"val_acc": result["val_acc"]} if cfg.val else {"test_acc": result["test_acc"], "val_acc": None}
-    return {**record, "status": "ok", **scores, "epochs": result["epochs"], "seconds": result["seconds"],
-            "parameters": result["parameters"]}
+    return {**record, "status": "ok", **runs.judged_scores(cfg, result), "epochs": result["epochs"],
+            "seconds": result["seconds"], "parameters": result["parameters"]}
 
 
 def outcome(record: dict) -> str:

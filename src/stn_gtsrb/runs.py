@@ -116,6 +116,14 @@ def read_result(run_dir: Path) -> dict | None:
     return read_json(path, "run result") if path.exists() else None
 
 
+def judged_scores(cfg: TrainConfig, record: dict) -> dict:
+    """A finished run's scores for its result and the bench's records, from its last epoch's ``record``:
+    ``val_acc`` alone with --val, else ``test_acc`` (and ``val_acc`` None)."""
+    if cfg.judged_split == "val":
+        return {"val_acc": record["val_acc"]}
+    return {"test_acc": record["test_acc"], "val_acc": None}
+
+
 def write_result(run_dir: Path, result: dict) -> None:
     write_text(run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
 

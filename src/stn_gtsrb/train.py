@@ -161,7 +161,7 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
 def scored_splits(cfg: TrainConfig) -> tuple[str, ...]:
     """The splits a run loads: with ``--val`` the validation split and never the test set, which stays blind
     while choosing; without it the test set, scored after the final epoch (every epoch with ``--test-curve``)."""
-    return ("train", "val") if cfg.val else ("train", "test")
+    return ("train", cfg.judged_split)
 
 
 def train(cfg: TrainConfig, output: Path | str, *, device: str = "auto", precision: str = "auto",
@@ -248,7 +248,7 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
         echo(runs.format_record(record))
 
     last = runs.read_log(run_dir)[-1]
-    scores = {"val_acc": last["val_acc"]} if cfg.val else {"test_acc": last["test_acc"], "val_acc": None}
+    scores = runs.judged_scores(cfg, last)
     result = {**scores, "best_val_acc": best, "epochs": cfg.epochs, "seconds": time.perf_counter() - started,
               "precision": runtime.precision, "parameters": count_parameters(model), "config": cfg.to_dict()}
     runs.write_result(run_dir, result)
