@@ -116,8 +116,15 @@ def test_a_run_saved_before_an_option_existed_still_resumes(data_env, tmp_path):
 def test_script_mode_prints_the_test_accuracy_last(data_env, tmp_path):
     result = run_cli("train", "-o", str(tmp_path / "run"), "--script", *cli_args({**TINY, "epochs": 1}))
     assert result.returncode == 0, result.stderr
-    last_line = result.stdout.strip().splitlines()[-1]
-    assert float(last_line) == pytest.approx(read_log(tmp_path / "run")[-1]["test_acc"], abs=1e-4)
+    summary, last_line = result.stdout.strip().splitlines()[-2:]
+    log = read_log(tmp_path / "run")
+    assert float(last_line) == pytest.approx(log[-1]["test_acc"], abs=1e-4)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())  # the summary: accuracy, time, speed, CPU
+    assert saved["train_seconds"] == pytest.approx(log[-1]["train_seconds"]) and saved["train_seconds"] > 0
+    speed = f"{saved['images_per_s']:.0f} images/s, {saved['precision']}, {saved['device']}"
+    assert summary == (f"final test accuracy: {log[-1]['test_acc']:.2f}% after {saved['train_seconds']:.1f} s of "
+                       f"training ({speed}) (run in {tmp_path / 'run'})")
+    assert saved["device"].endswith(f", {torch.get_num_threads()} threads") and len(saved["device"]) > 12
     scored = run_cli("eval", str(tmp_path / "run"), "--json")  # `eval` scores a run; train does not
     assert json.loads(scored.stdout)["accuracy"] == pytest.approx(float(last_line), abs=1e-4)
 

@@ -122,7 +122,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                    download=args.download, progress=None if not args.script else False,
                    callbacks=callbacks)
     split = cfg.judged_split
-    print(f"final {'validation' if split == 'val' else 'test'} accuracy: {result[split + '_acc']:.2f}% "
+    timing = (f" after {result['train_seconds']:.1f} s of training ({result['images_per_s']:.0f} images/s, "
+              f"{result['precision']}, {result['device']})" if result.get("train_seconds") else "")
+    print(f"final {'validation' if split == 'val' else 'test'} accuracy: {result[split + '_acc']:.2f}%{timing} "
           f"(run in {args.output})")
     if args.script:
         print(f"{result[split + '_acc']:.4f}")

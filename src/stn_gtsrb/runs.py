@@ -3,12 +3,14 @@
 A run directory holds::
 
     config.json    the resolved TrainConfig
-    log.jsonl      one record per epoch (losses, accuracies in %, lr, seconds, images/s): validation
+    log.jsonl      one record per epoch (losses, accuracies in %, lr, seconds in all and of training
+                   steps alone, training images/s): validation
                    accuracy with --val, test accuracy never; without it, test accuracy after the
                    final epoch (every epoch with --test-curve)
     last.pt        checkpoint after the latest epoch (model, optimiser, RNG, step, ...): the run's model
     best.pt        runs with a validation split only: the epoch with the best validation accuracy
-    result.json    written when the run is finished
+    result.json    written when the run is finished: the judged accuracy, seconds in all and of training,
+                   images/s, precision and device (the CPU's model name or the GPU's)
 
 Every file is written atomically; one process at a time may use a run
 directory (a file lock, :func:`locked_run`). A run killed outright keeps its

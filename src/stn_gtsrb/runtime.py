@@ -10,8 +10,10 @@ paper net trains 2.3× *slower* in bf16 than in fp32 (channels-last, batch 50)
 
 from __future__ import annotations
 
+import platform
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -37,6 +39,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     if not available[name]:
         raise StnError(f"device {name!r} is not available on this machine")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is, for logs: a GPU's name, or the CPU's model name (Linux's /proc/cpuinfo, else what
+    the platform reports) and how many threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return f"{model or platform.processor() or 'an unnamed CPU'}, {torch.get_num_threads()} threads"
 
 
 def bf16_is_fast(device: torch.device) -> bool:

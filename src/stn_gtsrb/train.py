@@ -35,7 +35,7 @@ from .ema import WeightAverage
 from .errors import StnError
 from .evaluation import accuracy
 from .models import ConvNet, count_parameters
-from .runtime import Runtime, autocast_for, rng_state, set_rng_state
+from .runtime import Runtime, autocast_for, device_name, rng_state, set_rng_state
 
 
 @dataclass
@@ -237,8 +237,8 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
             record["val_acc"] = accuracy(evaluated, *splits["val"], precision=runtime.precision)
         elif cfg.test_curve or epoch == cfg.epochs:
             record["test_acc"] = accuracy(evaluated, *splits["test"], precision=runtime.precision)
-        record.update(lr=lr, seconds=time.perf_counter() - t0, images_per_s=len(train_y) / train_seconds,
-                      precision=runtime.precision)
+        record.update(lr=lr, seconds=time.perf_counter() - t0, train_seconds=train_seconds,
+                      images_per_s=len(train_y) / train_seconds, precision=runtime.precision)
         improved = cfg.val and (best is None or record["val_acc"] > best)  # the test set never chooses
         best = record["val_acc"] if improved else best
         state = make_checkpoint(cfg, ema.model if ema is not None else model, optimizer, data.normalizer, epoch,
@@ -247,9 +247,13 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
         runs.save_epoch(run_dir, record, state, improved)
         echo(runs.format_record(record))
 
-    last = runs.read_log(run_dir)[-1]
-    scores = runs.judged_scores(cfg, last)
+    log = runs.read_log(run_dir)
+    scores = runs.judged_scores(cfg, log[-1])
+    timed = [r["train_seconds"] for r in log if "train_seconds" in r]  # the training steps alone (not scoring)
+    trained = sum(timed) if len(timed) == len(log) else None  # None: epochs logged before it was recorded
     result = {**scores, "best_val_acc": best, "epochs": cfg.epochs, "seconds": time.perf_counter() - started,
-              "precision": runtime.precision, "parameters": count_parameters(model), "config": cfg.to_dict()}
+              "train_seconds": trained, "images_per_s": len(train_y) * len(log) / trained if trained else None,
+              "precision": runtime.precision, "device": device_name(runtime.device),
+              "parameters": count_parameters(model), "config": cfg.to_dict()}
     runs.write_result(run_dir, result)
     return result
