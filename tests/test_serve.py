@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import dataclasses
 import io
 import json
 import os
@@ -231,6 +232,61 @@ def test_concurrent_requests_share_forward_passes(served, sign):
             torch.tensor(b["transformers"][0]["corners"]), abs=1e-4)
 
 
+def slowed(served, seconds: float):
+    """``served`` with each forward pass ``seconds`` longer."""
+    def trace(images):
+        time.sleep(seconds)
+        return served.tracer(images)
+
+    return dataclasses.replace(served, tracer=trace)
+
+
+def test_a_stopped_batcher_turns_healthz_red_and_requests_get_503_not_a_hang(served, sign):
+    with TestClient(create_app(served)) as client:
+        assert client.get("/healthz").status_code == 200 and post(client, sign).status_code == 200
+        client.portal.call(client.app.state.batcher.task.cancel)  # the batcher dies
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json() == {"error": "the batcher stopped (cancelled)"}
+        started = time.monotonic()
+        answer = post(client, sign)
+        assert answer.status_code == 503 and answer.json() == {"error": "the batcher stopped (cancelled)"}
+        assert time.monotonic() - started < 5
+
+
+def test_a_slow_model_or_a_full_queue_gets_503_in_bounded_time(served, sign):
+    with TestClient(create_app(slowed(served, 1.0), timeout=0.2)) as client:
+        started = time.monotonic()
+        answer = post(client, sign)
+        assert answer.status_code == 503 and answer.json() == {"error": "the model did not answer within 0.2 s"}
+        assert time.monotonic() - started < 1.0
+    with TestClient(create_app(slowed(served, 0.5), max_batch=1, max_queue=1)) as client:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: post(client, sign), range(6)))
+        codes = sorted(a.status_code for a in answers)
+        assert codes[0] == 200 and codes[-1] == 503  # every request answered: some served, the rest refused
+        busy = [a.json()["error"] for a in answers if a.status_code == 503]
+        assert set(busy) == {"the server is busy: 1 images are already waiting"}
+
+
+def test_a_phone_photo_is_read_as_it_is_shown(client, official):
+    """A JPEG stored turned, with EXIF orientation 6 (turn 90° clockwise to show), reads as the upright one."""
+    upright = Image.fromarray(official["test"].images[7].permute(1, 2, 0).numpy()).resize((64, 64))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo, plain = io.BytesIO(), io.BytesIO()
+    stored.save(photo, format="JPEG", quality=95, exif=exif)
+    upright.save(plain, format="JPEG", quality=95)
+    turned = post(client, photo.getvalue()).json()["top"][0]["class"]
+    assert turned == post(client, plain.getvalue()).json()["top"][0]["class"]
+
+
+def test_the_page_has_an_icon(client):
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").text
+
+
 def test_an_onnx_model_is_served_with_its_transformers(served, sign, tmp_path):
     pytest.importorskip("onnxruntime")
     from stn_gtsrb.onnx_export import export_onnx
@@ -324,6 +380,8 @@ def test_command_errors_are_one_line(tmp_path, monkeypatch):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         result = run_cli("serve", "--port", str(taken.getsockname()[1]))
+    assert run_cli("serve", "--port", "70000").stderr == "stn-gtsrb: error: --port must lie in 0 to 65535, got 70000\n"
+    assert run_cli("serve", "--port", "-1").stderr == "stn-gtsrb: error: --port must lie in 0 to 65535, got -1\n"
     note, error = result.stderr.splitlines()
     assert note == "stn-gtsrb: note: no prepared data cache, so no random test images ('stn-gtsrb data prepare')"
     assert result.returncode == 2 and error.startswith("stn-gtsrb: error: cannot listen on 127.0.0.1:")

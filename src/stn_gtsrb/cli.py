@@ -269,6 +269,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                           ("--max-batch", args.max_batch)):
         if not value > 0:
             raise StnError(f"{option} must be positive, got {value}")
+    serve.check_port(args.port)
     served = load_predictor(_model_source(args), best=args.best, device=args.device)
     try:
         cached = cached_tensors(served.config.image_size, _location(args))

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .archives import ARCHIVES, DataLocation, expected_hashes, fetch_archives, remember_source, resolve_location
 from .classes import NUM_CLASSES
@@ -100,14 +100,15 @@ def _read_csv(archive: zipfile.ZipFile, name: str) -> list[dict[str, str]]:
 
 
 def decode_resized(source, size: int, max_pixels: int | None = None) -> np.ndarray:
-    """Any image Pillow reads (a path or a file object) as ``(size, size, 3)`` uint8 RGB, the whole image
-    resized (bilinear, aspect ratio not kept) as in the original work. Raises OSError/ValueError for unreadable
-    data, ``Image.DecompressionBombError`` for more than ``max_pixels`` pixels (read from the header)."""
+    """Any image Pillow reads (a path or a file object) as ``(size, size, 3)`` uint8 RGB, turned upright as
+    its EXIF orientation says, the whole image resized (bilinear, aspect ratio not kept) as in the original
+    work. Raises OSError/ValueError for unreadable data, ``Image.DecompressionBombError`` for more than
+    ``max_pixels`` pixels (read from the header)."""
     with Image.open(source) as image:
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels is more than the limit of "
                                                f"{max_pixels:,}")
-        image = image.convert("RGB")
+        image = ImageOps.exif_transpose(image).convert("RGB")  # a phone photo as it is shown, not as stored
         if image.size != (size, size):
             image = image.resize((size, size), Image.BILINEAR)
         return np.asarray(image)

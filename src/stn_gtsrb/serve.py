@@ -6,7 +6,8 @@ Routes (OpenAPI docs at ``/docs``, schema at ``/openapi.json``)::
     POST /api/predict   multipart field ``image``; query top_k, rotation, scale, shift_x, shift_y, view
     GET  /api/model     the model's config, parameter count and recorded accuracy
     GET  /api/sample    a random test image from the prepared data cache (404 without one)
-    GET  /healthz       liveness
+    GET  /healthz       liveness: 200, or 503 once the model's batcher has stopped
+    GET  /favicon.ico   the page's icon
 
 FastAPI (on Starlette, served by uvicorn) is the Python ecosystem's usual
 choice for a small model server: typed query parameters with range checks and
@@ -21,7 +22,10 @@ and never written to disk, and no parameter names a file.
 
 Concurrent requests are micro-batched: while the model runs one batch, the
 requests that arrive queue up and go through together in the next forward
-pass (at most ``max_batch`` at a time; 1 runs them one by one).
+pass (at most ``max_batch`` at a time; 1 runs them one by one). Nothing waits
+without bound: beyond ``MAX_QUEUE`` waiting images, after ``TIMEOUT`` seconds
+without the model's answer, or once the batching task has stopped, a request
+gets a 503 JSON answer, and ``/healthz`` turns 503 with the reason.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ from .inference import (
 from .predictor import Predictor
 
 STATIC = Path(__file__).parent / "static"
+MAX_QUEUE = 256  # images waiting for the model at most; a request beyond gets 503 at once
+TIMEOUT = 30.0  # seconds a request waits for the model before a 503
 ROUTING_ERRORS = {"Not Found": "no such route", "Method Not Allowed": "method not allowed"}
 ALL_INTERFACES = ("0.0.0.0", "::", "")
 UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -76,18 +82,49 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class Batcher:
-    """Runs ``served.trace`` on batches of the images queued while the previous batch ran."""
+class Busy(Exception):
+    """The server cannot take a request now (its queue is full, or the model is not answering): a 503."""
 
-    def __init__(self, served: Predictor, max_batch: int):
-        self.served, self.max_batch = served, max_batch
-        self.queue: asyncio.Queue = asyncio.Queue()
+
+class Batcher:
+    """Runs ``served.trace`` on batches of the images queued while the previous batch ran.
+
+    At most ``max_queue`` images wait; a request beyond that, or one not answered within ``timeout``
+    seconds, or any while the batching task has stopped, raises :class:`Busy` instead of waiting.
+    """
+
+    def __init__(self, served: Predictor, max_batch: int, max_queue: int = MAX_QUEUE, timeout: float = TIMEOUT):
+        self.served, self.max_batch, self.timeout = served, max_batch, timeout
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> asyncio.Task:
+        self.task = asyncio.create_task(self.run())
+        return self.task
+
+    @property
+    def failure(self) -> str | None:
+        """Why the batching task is not running (None while it runs)."""
+        if self.task is None:
+            return "the batcher has not started"
+        if not self.task.done():
+            return None
+        error = None if self.task.cancelled() else self.task.exception()
+        return f"the batcher stopped ({type(error).__name__ if error else 'cancelled'})"
 
     async def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """uint8 ``(3, S, S)`` -> (probabilities ``(43,)``, {position: theta ``(2, 3)``})."""
+        """uint8 ``(3, S, S)`` -> (probabilities ``(43,)``, {position: theta ``(2, 3)``}); Busy if it cannot be."""
+        if self.failure:
+            raise Busy(self.failure)
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((image, future))
-        return await future
+        try:
+            self.queue.put_nowait((image, future))
+        except asyncio.QueueFull:
+            raise Busy(f"the server is busy: {self.queue.maxsize} images are already waiting") from None
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except asyncio.TimeoutError:
+            raise Busy(self.failure or f"the model did not answer within {self.timeout:g} s") from None
 
     async def run(self) -> None:
         while True:
@@ -138,20 +175,23 @@ async def read_image_field(request: Request, limit: int) -> bytes:
 
 
 def create_app(served: Predictor, samples: GTSRBTensors | None = None, max_upload_bytes: int = MAX_UPLOAD_MB * 2**20,
-               max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH) -> FastAPI:
-    """The web app serving ``served``; ``samples``: test images for ``/api/sample`` (None: none)."""
+               max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE,
+               timeout: float = TIMEOUT) -> FastAPI:
+    """The web app serving ``served``; ``samples``: test images for ``/api/sample`` (None: none). Its
+    batcher is ``app.state.batcher``."""
     size = served.config.image_size
     info = served.info() | {"sample_images": len(samples) if samples is not None else 0}
-    batcher = Batcher(served, max_batch)
+    batcher = Batcher(served, max_batch, max_queue, timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        task = asyncio.create_task(batcher.run())
+        task = batcher.start()
         yield
         task.cancel()
 
     app = FastAPI(title="stn-gtsrb", version=__version__, lifespan=lifespan,
                   description="A traffic-sign classifier and its spatial transformers at work.")
+    app.state.batcher = batcher
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, failure: HTTPException) -> JSONResponse:
@@ -170,10 +210,14 @@ def create_app(served: Predictor, samples: GTSRBTensors | None = None, max_uploa
     async def server_error(request: Request, failure: Exception) -> JSONResponse:
         return error(500, f"internal error: {type(failure).__name__}")
 
+    @app.exception_handler(Busy)
+    async def busy(request: Request, failure: Busy) -> JSONResponse:
+        return error(503, str(failure))
+
     @app.get("/healthz")
-    async def healthz() -> dict:
-        """Liveness."""
-        return {"status": "ok"}
+    async def healthz():
+        """Liveness: 200 while the model's batcher runs, else 503 with the reason."""
+        return error(503, batcher.failure) if batcher.failure else {"status": "ok"}
 
     @app.get("/api/model")
     async def model() -> dict:
@@ -219,12 +263,24 @@ def create_app(served: Predictor, samples: GTSRBTensors | None = None, max_uploa
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
+def check_port(port: int) -> int:
+    """``port`` if it is a TCP port number (0: any free one); else StnError."""
+    if not 0 <= port <= 65535:
+        raise StnError(f"--port must lie in 0 to 65535, got {port}")
+    return port
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """A socket listening on ``host:port`` (port 0: a free one); StnError with one line if that is impossible."""
+    check_port(port)
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]

@@ -6,7 +6,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const SLIDERS = ["rotation", "scale", "shift_x", "shift_y"];
 const DEBOUNCE_MS = 40;
 
-const state = { file: null, sent: 0, shown: 0, timer: null };
+const state = { file: null, sent: 0, shown: 0, timer: null, controller: null };
 
 function showError(message) {
   $("error").textContent = message;
@@ -26,11 +26,14 @@ async function predict() {
   for (const name of SLIDERS) params.set(name, $(name).value);
   const form = new FormData();
   form.append("image", state.file, state.file.name || "image");
+  if (state.controller) state.controller.abort(); // this request supersedes the one still on its way
+  const controller = (state.controller = new AbortController());
   let answer;
   try {
-    const response = await fetch(`/api/predict?${params}`, { method: "POST", body: form });
+    const response = await fetch(`/api/predict?${params}`, { method: "POST", body: form, signal: controller.signal });
     answer = { ok: response.ok, body: await response.json() };
   } catch (failure) {
+    if (failure.name === "AbortError") return; // superseded: its answer would be stale
     answer = { ok: false, body: { error: `the server did not answer (${failure.message})` } };
   }
   if (sent < state.shown) return; // a later request's answer is already on screen
