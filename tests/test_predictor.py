@@ -53,7 +53,7 @@ def test_what_needs_a_pytorch_model_refuses_an_onnx_file(onnx_file, data_env, tm
     assert measured.returncode == 2 and measured.stderr == f"stn-gtsrb: error: robustness {needs}\n"
     assert not (tmp_path / "r" / "robustness.json").exists()
     assert run_cli("predict", str(image), "--best").stderr == (
-        "stn-gtsrb: error: --best picks a checkpoint in a run directory, not the shipped model\n")
+        "stn-gtsrb: error: --best picks a checkpoint in a run directory, not a pretrained model\n")
 
 
 def test_a_committee_may_mix_back_ends(tiny_runs, onnx_file, data_env):
