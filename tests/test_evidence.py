@@ -40,6 +40,7 @@ def test_the_version_has_one_place_and_the_licence_ships():
     assert 'version = "' + stn_gtsrb.__version__ + '"' in (ROOT / "pyproject.toml").read_text()
     assert f"## {stn_gtsrb.__version__}" in (ROOT / "CHANGELOG.md").read_text()
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert "LICENSE" in (distribution("stn-gtsrb").metadata.get_all("License-File") or [])  # carried by the wheel
     assert "The code is MIT-licensed" in README
 
 
