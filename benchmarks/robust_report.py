@@ -5,6 +5,10 @@
         --reference benchmarks/results/fast-transform-families-val \\
                     benchmarks/results/fast-transform-families-val-robustness \\
         > benchmarks/results/fast-robust-val/robust_report.log
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val \\
+        benchmarks/results/fast-robust-val-robustness \\
+        --levers benchmarks/results/fast-robust-val-levers benchmarks/results/fast-robust-val-levers-robustness \\
+        > benchmarks/results/fast-robust-val-levers/robust_report.log
 
 Reads each finished run's ``result.json`` under RESULTS_DIR (its final-epoch validation accuracy) and, per
 split, ``ROBUSTNESS_DIR/val-seed-<N>/robustness.json``, whose models are matched to runs by their run
@@ -27,12 +31,17 @@ RANGES = {"rotation": (0, 45), "scale": (0.6, 1.4), "shift": (0, 0.25), "tilt": 
 TRANSFORMER_CELLS = ("conv2", "image", "image-rst")
 CLEAN_MARGIN = 0.30  # points of mean clean accuracy a winner may lose to the best transformer cell
 FINALIST_MARGIN = 1.0  # points of robustness score within which another cell is a finalist too
+LEVER_GAIN = 0.5  # points of robustness score a lever must add to the finalist (fast-robust-val-levers.toml)
 
 
 def cell(cfg: TrainConfig) -> str:
-    if cfg.st:
-        return "image-rst" if cfg.rot else "image"
-    return "conv2" if cfg.locnet2 else "none"
+    """Where the transformer sits (image, conv2, none), then what differs from fast-robust-val's cells:
+    ``-rst`` for rotation + scale + translation, ``-lrX`` for a loc-net lr multiplier other than 0.1,
+    ``-Nep`` for other than 4 epochs."""
+    name = "image" if cfg.st else "conv2" if cfg.locnet2 else "none"
+    name += "-rst" if cfg.rot else ""
+    name += f"-lr{cfg.locnet_lr_mult:g}" if cfg.locnet_lr_mult != 0.1 else ""
+    return name + (f"-{cfg.epochs}ep" if cfg.epochs != 4 else "")
 
 
 def score(report: dict, model: str) -> tuple[float, dict[str, float]]:
@@ -75,10 +84,15 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("robustness", type=Path)
     parser.add_argument("--reference", type=Path, nargs=2, metavar=("RESULTS", "ROBUSTNESS"))
+    parser.add_argument("--levers", type=Path, nargs=2, metavar=("RESULTS", "ROBUSTNESS"),
+                        help="a levers grid on the same splits, judged against the finalist by its own rule")
     args = parser.parse_args()
     runs = load(args.results, args.robustness)
+    lever_runs = load(*args.levers) if args.levers else {}
+    levers = sorted({name for _, name in lever_runs})
+    runs.update(lever_runs)
     splits = sorted({split for split, _ in runs})
-    names = [n for n in (*TRANSFORMER_CELLS, "none") if all((s, n) in runs for s in splits)]
+    names = [n for n in (*TRANSFORMER_CELLS, "none", *levers) if all((s, n) in runs for s in splits)]
     if args.reference:
         reference = load(*args.reference, name=lambda cfg: "fast" if cfg.locnet2 and cfg.transform == "affine"
                          and not cfg.st else "other")
@@ -96,6 +110,9 @@ def main() -> None:
         print(f"| {name} | {clean} | {mean_of(runs, name, 'clean', splits):.2f} | {scores} | "
               f"{mean_of(runs, name, 'score', splits):.2f} | " + " | ".join(f"{means[t]:.2f}" for t in RANGES)
               + f" | {slopes} |")
+    if levers:
+        judge_levers(runs, splits, [n for n in levers if n in names], finalist="conv2")
+        return
     candidates = [n for n in TRANSFORMER_CELLS if n in names]
     best_clean = max(mean_of(runs, n, "clean", splits) for n in candidates)
     ranked = sorted(candidates, key=lambda n: -mean_of(runs, n, "score", splits))
@@ -111,6 +128,20 @@ def main() -> None:
                       runs[s, name]["score"] - runs[s, "none"]["score"]) for s in splits]
             print(f"{name} minus none, per split (clean, score): "
                   + "; ".join(f"{c:+.2f}, {r:+.2f}" for c, r in gains))
+
+
+def judge_levers(runs: dict, splits: list[int], levers: list[str], finalist: str) -> None:
+    """fast-robust-val-levers.toml's rule: a lever is adopted if it adds LEVER_GAIN to the finalist's mean
+    robustness score and loses at most CLEAN_MARGIN of its mean clean accuracy; the highest score wins."""
+    score, clean = (mean_of(runs, finalist, key, splits) for key in ("score", "clean"))
+    adopted = [n for n in levers if mean_of(runs, n, "score", splits) >= score + LEVER_GAIN
+               and mean_of(runs, n, "clean", splits) >= clean - CLEAN_MARGIN]
+    print(f"\nthe finalist {finalist}: mean clean {clean:.2f}, mean score {score:.2f}")
+    for name in levers:
+        print(f"{name}: clean {mean_of(runs, name, 'clean', splits) - clean:+.2f}, "
+              f"score {mean_of(runs, name, 'score', splits) - score:+.2f} against the finalist")
+    best = max(adopted, key=lambda n: mean_of(runs, n, "score", splits)) if adopted else None
+    print(f"adopted: {', '.join(adopted) or 'none'}; the lever that wins: {best or 'none'}")
 
 
 if __name__ == "__main__":
