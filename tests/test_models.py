@@ -102,7 +102,7 @@ def test_position_the_net_lacks():
 def test_a_network_is_one_registration(monkeypatch, capsys):
     monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))  # the toy leaves with the test
 
-    @models.register_model(widths="4,6", blocks=1)
+    @models.register_model(widths="4,6")
     def toy(widths, **options):
         return models.ConvNet([(widths[0], 3)], widths[1], **options)
 
@@ -124,11 +124,11 @@ def test_a_network_is_one_registration(monkeypatch, capsys):
 def test_a_registration_must_build_what_it_declares(monkeypatch):
     monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
 
-    @models.register_model(widths="4,6", blocks=1)
+    @models.register_model(widths="4,6")
     def liar(widths, **options):
         return models.ConvNet([(widths[0], 3), (widths[0], 3)], widths[1], **options)
 
-    with pytest.raises(StnError, match="registered with 1 conv blocks but builds 2"):
+    with pytest.raises(StnError, match="liar's widths give 1 conv blocks but it builds 2"):
         create_model("liar")
 
 

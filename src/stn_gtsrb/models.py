@@ -2,8 +2,8 @@
 
 ``build_model(name, **options)`` builds a registered network; ``list_models()``
 names them and ``model_spec(name)`` gives what the registration says of one:
-its default widths, its number of conv blocks and the positions where a
-transformer may sit, from which TrainConfig's checks and the CLI's help derive
+its default widths, its number of conv blocks (derived from them) and the
+positions where a transformer may sit, from which TrainConfig's checks and the CLI's help derive
 (``stn_gtsrb.create_model`` also loads pretrained weights). Adding a network is
 one ``@register_model(...)`` on its builder. Both shipped networks follow
 Moodstocks' ``gtsrb.torch``:
@@ -50,7 +50,11 @@ class ModelSpec:
     name: str
     build: Callable[..., "ConvNet"]  # (widths: tuple of blocks + 1 ints, **ConvNet options) -> ConvNet
     widths: str  # default --cnn: each conv block's channels, then the hidden fc layer's units
-    blocks: int  # conv blocks; a transformer may sit before each (positions 1 to blocks)
+
+    @property
+    def blocks(self) -> int:
+        """Conv blocks, one per width but the last (the fc layer's); a transformer may sit before each."""
+        return len(self.widths.split(",")) - 1
 
     @property
     def positions(self) -> tuple[int, ...]:
@@ -69,11 +73,11 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(*, widths: str, blocks: int) -> Callable:
+def register_model(*, widths: str) -> Callable:
     """Decorator registering ``builder(widths, **options) -> ConvNet`` under its function name, with its
-    default widths and its number of conv blocks (see :class:`ModelSpec`)."""
+    default widths, which give its number of conv blocks (see :class:`ModelSpec`)."""
     def register(build: Callable[..., "ConvNet"]) -> Callable[..., "ConvNet"]:
-        _REGISTRY[build.__name__] = ModelSpec(build.__name__, build, widths, blocks)
+        _REGISTRY[build.__name__] = ModelSpec(build.__name__, build, widths)
         return build
     return register
 
@@ -96,7 +100,7 @@ def build_model(name: str, cnn: str = "", **options) -> "ConvNet":
     spec = model_spec(name)
     model = spec.build(spec.parse_widths(cnn), **options)
     if model.depth != spec.blocks:
-        raise StnError(f"network {name} was registered with {spec.blocks} conv blocks but builds {model.depth}")
+        raise StnError(f"network {name}'s widths give {spec.blocks} conv blocks but it builds {model.depth}")
     return model
 
 
@@ -209,14 +213,14 @@ class ConvNet(nn.Module):
         return list(self.transformers.parameters())
 
 
-@register_model(widths="108,200,100", blocks=2)
+@register_model(widths="108,200,100")
 def lecun(widths: tuple[int, ...], **options) -> ConvNet:
     """LeCun-style net: 2 conv blocks (5×5), widths ``conv1,conv2,fc``."""
     c1, c2, fc = widths
     return ConvNet([(c1, 5), (c2, 5)], fc, **options)
 
 
-@register_model(widths="150,200,300,350", blocks=3)
+@register_model(widths="150,200,300,350")
 def idsia(widths: tuple[int, ...], **options) -> ConvNet:
     """IDSIA-like net: 3 conv blocks (7×7, 4×4, 4×4), widths ``conv1,conv2,conv3,fc``."""
     c1, c2, c3, fc = widths
