@@ -52,6 +52,11 @@ def test_what_needs_a_pytorch_model_refuses_an_onnx_file(onnx_file, data_env, tm
     measured = run_cli("robustness", str(onnx_file), "-o", str(tmp_path / "r"))
     assert measured.returncode == 2 and measured.stderr == f"stn-gtsrb: error: robustness {needs}\n"
     assert not (tmp_path / "r" / "robustness.json").exists()
+    for command, extra in (("plot", []), ("animate", ["--class", "0"])):
+        drawn = run_cli(command, str(onnx_file), "-o", str(tmp_path / "x.png"), *extra)
+        assert drawn.returncode == 2 and drawn.stderr == f"stn-gtsrb: error: {command} {needs}\n"
+    again = run_cli("export", str(onnx_file), "-o", str(tmp_path / "again.onnx"))
+    assert again.returncode == 2 and again.stderr == f"stn-gtsrb: error: export to ONNX {needs}\n"
     assert run_cli("predict", str(image), "--best").stderr == (
         "stn-gtsrb: error: --best picks a checkpoint in a run directory, not a pretrained model\n")
 

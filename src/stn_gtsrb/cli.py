@@ -30,7 +30,7 @@ import torch
 from . import inference, predict, report, robustness_report, visualize
 from .archives import ARCHIVES, DataLocation, expected_hashes, fetch_archives
 from .bench import bench
-from .checkpoints import DEFAULT_PRETRAINED, PRETRAINED, export, load_trained, pretrained_path
+from .checkpoints import DEFAULT_PRETRAINED, PRETRAINED, export, pretrained_path
 from .classes import NUM_CLASSES
 from .cli_parser import build_parser
 from .config import TrainConfig
@@ -207,8 +207,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.output.suffix == ".onnx":
         if args.output.exists() and not args.overwrite:
             raise StnError(f"{args.output} exists: use --overwrite to replace it")
-        model, cfg, normalizer = load_trained(_model_path(args), "cpu", args.best)
-        path = export_onnx(model, cfg, normalizer, args.output)
+        predictor = load_predictor(_model_path(args), best=args.best)
+        model, normalizer = predictor.torch_model("export to ONNX")
+        path = export_onnx(model, predictor.config, normalizer, args.output)
     else:
         path = export(_model_path(args), args.output, half=not args.full_precision, overwrite=args.overwrite,
                       best=args.best)

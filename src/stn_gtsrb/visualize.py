@@ -29,7 +29,6 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .archives import DataLocation
-from .checkpoints import load_trained
 from .classes import CLASS_NAMES
 from .config import TrainConfig
 from .data import Normalizer, load_tensors, select_split, validation_tracks
@@ -38,6 +37,7 @@ from .evaluation import require_val_if_asked
 from .fileio import atomic_write
 from .geometry import homogeneous
 from .models import ConvNet
+from .predictor import load_predictor
 from .transformer import (
     FRAME_CORNERS,
     OUTLINE_SAMPLES,
@@ -252,6 +252,13 @@ def _split_tensors(cfg, split: str, location: DataLocation | None = None):
     return select_split(official, split, cfg.val_seed, cfg.val_tracks)
 
 
+def _torch_model(source, best: bool, purpose: str) -> tuple[ConvNet, TrainConfig, Normalizer]:
+    """(model, config, normaliser) of a source through :func:`predictor.load_predictor` (PyTorch only)."""
+    predictor = load_predictor(source, best=best)
+    model, normalizer = predictor.torch_model(purpose)
+    return model, predictor.config, normalizer
+
+
 def warn_if_no_transformers(model: ConvNet, echo) -> None:
     if not len(model.transformers):
         echo("note: this model has no spatial transformer; showing the inputs only")
@@ -261,7 +268,7 @@ def plot_checkpoint(path, count: int = 8, split: str = "test", indices: list[int
                     scale: int = 4, location: DataLocation | None = None, echo=print,
                     best: bool = False) -> Image.Image:
     """``stn-gtsrb plot``: ``count`` random (seeded) or chosen images of a split."""
-    model, cfg, normalizer = load_trained(path, best=best)
+    model, cfg, normalizer = _torch_model(path, best, "plot")
     warn_if_no_transformers(model, echo)
     tensors = _split_tensors(cfg, split, location)
     if indices is None:
@@ -299,7 +306,7 @@ def pick_track(cfg, class_id: int | None = None, track: int | None = None, locat
 def track_animation(path, class_id: int | None = None, track: int | None = None, scale: int = 4,
                     location: DataLocation | None = None, echo=print, best: bool = False) -> list[Image.Image]:
     """``stn-gtsrb animate``: one frame per image of a track, with corner dots and transformer views."""
-    model, cfg, normalizer = load_trained(path, best=best)
+    model, cfg, normalizer = _torch_model(path, best, "animate")
     warn_if_no_transformers(model, echo)
     track, frames = pick_track(cfg, class_id, track, location)
     predicted, regions = transformer_views(model, frames.images, normalizer)
