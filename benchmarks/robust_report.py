@@ -132,16 +132,19 @@ def main() -> None:
 
 def judge_levers(runs: dict, splits: list[int], levers: list[str], finalist: str) -> None:
     """fast-robust-val-levers.toml's rule: a lever is adopted if it adds LEVER_GAIN to the finalist's mean
-    robustness score and loses at most CLEAN_MARGIN of its mean clean accuracy; the highest score wins."""
+    robustness score and loses at most CLEAN_MARGIN of its mean clean accuracy; the highest score wins. A
+    longer schedule (a cell named ``-Nep``) is measured, not adopted by this rule."""
     score, clean = (mean_of(runs, finalist, key, splits) for key in ("score", "clean"))
-    adopted = [n for n in levers if mean_of(runs, n, "score", splits) >= score + LEVER_GAIN
+    adoptable = [n for n in levers if not n.endswith("ep")]  # more epochs: measured, weighed against its time
+    adopted = [n for n in adoptable if mean_of(runs, n, "score", splits) >= score + LEVER_GAIN
                and mean_of(runs, n, "clean", splits) >= clean - CLEAN_MARGIN]
     print(f"\nthe finalist {finalist}: mean clean {clean:.2f}, mean score {score:.2f}")
     for name in levers:
         print(f"{name}: clean {mean_of(runs, name, 'clean', splits) - clean:+.2f}, "
               f"score {mean_of(runs, name, 'score', splits) - score:+.2f} against the finalist")
     best = max(adopted, key=lambda n: mean_of(runs, n, "score", splits)) if adopted else None
-    print(f"adopted: {', '.join(adopted) or 'none'}; the lever that wins: {best or 'none'}")
+    print(f"adopted: {', '.join(adopted) or 'none'}; the lever that wins: {best or 'none'} (longer schedules, "
+          f"measured only: {', '.join(n for n in levers if n not in adoptable) or 'none'})")
 
 
 if __name__ == "__main__":
