@@ -41,9 +41,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+SPEED_FLAGS = ("amx_bf16", "avx512_bf16", "avx512_f", "avx2")  # the CPU features that set training speed here
+
+
 def device_name(device: torch.device) -> str:
     """What the device is, for logs: a GPU's name, or the CPU's model name (Linux's /proc/cpuinfo, else what
-    the platform reports) and how many threads torch uses."""
+    the platform reports), which of ``SPEED_FLAGS`` it has, and how many threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type != "cpu":
@@ -53,7 +56,10 @@ def device_name(device: torch.device) -> str:
         model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
     except OSError:
         model = ""
-    return f"{model or platform.processor() or 'an unnamed CPU'}, {torch.get_num_threads()} threads"
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    flags = " ".join(flag for flag in SPEED_FLAGS if caps.get(flag))
+    return (f"{model or platform.processor() or 'an unnamed CPU'}{f' ({flags})' if flags else ''}, "
+            f"{torch.get_num_threads()} threads")
 
 
 def bf16_is_fast(device: torch.device) -> bool:
