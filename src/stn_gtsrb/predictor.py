@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from .checkpoints import DEFAULT_PRETRAINED, load_checkpoint, pretrained_path, trained_from_checkpoint
+from .classes import NUM_CLASSES
 from .config import TrainConfig
 from .data import Normalizer
 from .errors import StnError
@@ -60,7 +61,7 @@ class Predictor:
         float32 on the CPU, in batches of ``EVAL_BATCH``."""
         parts = [self.tracer(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)]
         if not parts:
-            return torch.empty(0, 43), {}
+            return torch.empty(0, NUM_CLASSES), {}
         return (torch.cat([p for p, _ in parts]),
                 {position: torch.cat([thetas[position] for _, thetas in parts]) for position in parts[0][1]})
 
