@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from stn_gtsrb.augment import EpochJitter, blur_radius, gaussian_blur, random_thetas
-from stn_gtsrb.geometry import homogeneous, tilt_thetas
-from stn_gtsrb.transformer import warp
+from stn_gtsrb.geometry import homogeneous, tilt_thetas, warp
 
 
 def test_random_thetas_stay_within_the_asked_ranges_and_repeat_with_the_seed():

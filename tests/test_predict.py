@@ -12,7 +12,7 @@ from cli_helpers import run_cli
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.classes import CLASS_NAMES
 from stn_gtsrb.evaluation import predict
-from stn_gtsrb.transformer import FRAME_CORNERS
+from stn_gtsrb.geometry import FRAME_CORNERS
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

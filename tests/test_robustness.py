@@ -14,11 +14,10 @@ from stn_gtsrb import TrainConfig, evaluate, train
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.data import load_tensors, validation_tracks
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.geometry import TILT_DISTANCE, content_thetas, homogeneous, tilt_thetas
+from stn_gtsrb.geometry import TILT_DISTANCE, content_thetas, homogeneous, matrix_points, tilt_thetas
 from stn_gtsrb.robustness import DEFAULT_LEVELS, Draws, check_levels, distort, robustness_rows
 from stn_gtsrb.stability import mean_figures, region_spread, trace_transformers, track_figures, track_frames
 from stn_gtsrb.straightening import ANGLES, straightening, turn_thetas
-from stn_gtsrb.transformer import matrix_points
 
 
 def square_image(size: int = 32, at: tuple[int, int] = (12, 12), side: int = 4) -> torch.Tensor:

@@ -32,11 +32,11 @@ from cli_helpers import CLI, run_cli
 from conftest import REAL
 from stn_gtsrb import DataLocation, data
 from stn_gtsrb.checkpoints import load_pretrained, load_trained, pretrained_path
+from stn_gtsrb.geometry import OUTLINE_SAMPLES
+from stn_gtsrb.geometry import outline as outline_points
 from stn_gtsrb.inference import Distortion
 from stn_gtsrb.predictor import PRETRAINED, load_predictor
 from stn_gtsrb.robustness import content_thetas, resample
-from stn_gtsrb.transformer import OUTLINE_SAMPLES
-from stn_gtsrb.transformer import outline as outline_points
 from stn_gtsrb.visualize import corners, transformer_views
 
 fastapi = pytest.importorskip("fastapi", reason="the serve extra is not installed")

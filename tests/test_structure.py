@@ -60,7 +60,13 @@ def test_no_import_cycles_in_the_package():
 
 
 def test_models_imports_nothing_above_itself():
-    assert internal_imports(PACKAGE / "models.py") <= {"classes", "errors", "normalization", "transformer"}
+    assert internal_imports(PACKAGE / "models.py") <= {"classes", "errors", "families", "normalization", "transformer"}
+
+
+def test_the_geometry_below_the_families_below_the_transformer():
+    assert internal_imports(PACKAGE / "geometry.py") == set()
+    assert internal_imports(PACKAGE / "families.py") <= {"errors", "geometry"}
+    assert internal_imports(PACKAGE / "transformer.py") <= {"errors", "families", "geometry"}
 
 
 def test_the_training_loop_knows_nothing_of_pictures():

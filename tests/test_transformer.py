@@ -12,18 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stn_gtsrb.errors import StnError
-from stn_gtsrb.transformer import (
-    SpatialTransformer,
-    control_points,
-    identity_params,
-    matrix_points,
-    outline,
-    parse_transform,
-    pixel_centres,
-    polygon_centre_scale,
-    theta_from_params,
-    warp,
-)
+from stn_gtsrb.families import control_points, create_family
+from stn_gtsrb.geometry import matrix_points, outline, pixel_centres, polygon_centre_scale, sample, warp
+from stn_gtsrb.transformer import SpatialTransformer
 
 FAMILIES = ["affine", "rotation", "scale", "translation", "rotation+scale", "rotation+translation",
             "scale+translation", "rotation+scale+translation", "projective", "tps"]
@@ -44,37 +35,37 @@ def test_identity_initialised_transformer_returns_its_input(transform, channels,
 @settings(max_examples=60, deadline=None)
 @given(angle=st.floats(-math.pi, math.pi), scale=st.floats(0.1, 3), tx=st.floats(-1, 1), ty=st.floats(-1, 1))
 def test_restricted_families_build_rotation_times_scale_plus_shift(angle, scale, tx, ty):
-    theta = theta_from_params(torch.tensor([[angle, scale, tx, ty]], dtype=torch.float64),
-                              parse_transform("rotation+scale+translation"))[0]
+    theta = create_family("translation+scale+rotation", 8).theta(
+        torch.tensor([[angle, scale, tx, ty]], dtype=torch.float64))[0]
     linear = theta[:, :2]
     assert torch.allclose(linear @ linear.T, scale**2 * torch.eye(2, dtype=torch.float64), atol=1e-9)
     assert torch.isclose(torch.det(linear), torch.tensor(scale**2, dtype=torch.float64))
     assert torch.allclose(theta[:, 2], torch.tensor([tx, ty], dtype=torch.float64))
-    rotation_only = theta_from_params(torch.tensor([[angle]], dtype=torch.float64), ("rotation",))[0]
+    rotation_only = create_family("rotation", 8).theta(torch.tensor([[angle]], dtype=torch.float64))[0]
     assert torch.allclose(rotation_only, torch.tensor([[math.cos(angle), -math.sin(angle), 0],
                                                        [math.sin(angle), math.cos(angle), 0]],
                                                       dtype=torch.float64))
-    scale_only = theta_from_params(torch.tensor([[scale]], dtype=torch.float64), ("scale",))[0]
+    scale_only = create_family("scale", 8).theta(torch.tensor([[scale]], dtype=torch.float64))[0]
     assert torch.allclose(scale_only, torch.tensor([[scale, 0, 0], [0, scale, 0]], dtype=torch.float64))
 
 
 def test_affine_params_are_the_matrix_row_major():
     params = torch.arange(6.0).view(1, 6)
-    assert torch.equal(theta_from_params(params, ()), params.view(1, 2, 3))
+    assert torch.equal(create_family("affine", 8).theta(params), params.view(1, 2, 3))
 
 
 @pytest.mark.parametrize("transform", FAMILIES)
 def test_identity_params_give_identity_theta(transform):
-    families = parse_transform(transform)
     expected = {"projective": torch.eye(3), "tps": control_points(4)}.get(transform, torch.eye(2, 3))
     module = SpatialTransformer(3, 8, (2, 2, 2), transform)
-    assert torch.equal(module.theta(identity_params(families)[None])[0], expected)
-    assert torch.equal(module.theta(module.loc.head.bias[None].detach())[0], expected)  # the loc-net starts there
+    family = module.family
+    assert torch.equal(family.theta(torch.tensor(family.identity)[None])[0], expected)
+    assert torch.equal(family.theta(module.loc.head.bias[None].detach())[0], expected)  # the loc-net starts there
 
 
 def test_projective_params_are_the_matrix_row_major_with_h33_one():
     params = torch.arange(1.0, 9.0).view(1, 8)
-    assert theta_from_params(params, ("projective",)).tolist() == [[[1, 2, 3], [4, 5, 6], [7, 8, 1]]]
+    assert create_family("projective", 8).theta(params).tolist() == [[[1, 2, 3], [4, 5, 6], [7, 8, 1]]]
 
 
 def test_translation_moves_the_image_by_the_documented_convention():
@@ -88,7 +79,7 @@ def test_translation_moves_the_image_by_the_documented_convention():
 @pytest.mark.parametrize("spec", ["", "shear", "rotation+rotation", "scale+", "projective+scale", "tps+tps"])
 def test_bad_transform_names_are_refused(spec):
     with pytest.raises(StnError, match="bad transform"):
-        parse_transform(spec)
+        create_family(spec, 8)
 
 
 @pytest.mark.parametrize("transform", FAMILIES)
@@ -117,7 +108,7 @@ def random_homography(seed: int) -> torch.Tensor:
 def test_a_homography_samples_where_the_3x3_matrix_sends_each_pixel_centre(seed):
     matrix = random_homography(seed)
     module = SpatialTransformer(1, 6, (2, 2, 2), "projective").double()
-    theta = module.theta(matrix.flatten()[:8].view(1, 8))
+    theta = module.family.theta(matrix.flatten()[:8].view(1, 8))
     grid = module.grid(theta)[0]
     h = matrix.tolist()
     for row in range(6):
@@ -157,7 +148,7 @@ def test_a_spline_with_known_control_offsets_matches_a_direct_evaluation(grid):
     generator = torch.Generator().manual_seed(grid)
     module = SpatialTransformer(1, 7, (2, 2, 2), "tps", tps_grid=grid).double()
     offsets = (torch.rand(1, 2 * grid * grid, generator=generator, dtype=torch.float64) - 0.5) * 0.4
-    theta = module.theta(offsets)
+    theta = module.family.theta(offsets)
     control = np.array([[x, y] for y in np.linspace(-1, 1, grid) for x in np.linspace(-1, 1, grid)])
     assert np.allclose(theta[0].numpy(), control + offsets.view(-1, 2).numpy())  # row-major, x fastest
     centres = pixel_centres(7, 7, torch.float64)
@@ -173,7 +164,7 @@ def test_a_spline_with_known_control_offsets_matches_a_direct_evaluation(grid):
 def test_a_spline_of_an_affine_motion_is_that_affine_map():
     affine = torch.tensor([[[0.7, -0.2, 0.1], [0.15, 0.8, -0.3]]], dtype=torch.float64)
     module = SpatialTransformer(1, 8, (2, 2, 2), "tps", tps_grid=3).double()
-    theta = matrix_points(affine, module.control)
+    theta = matrix_points(affine, module.family.control)
     grid = module.grid(theta)
     assert torch.allclose(grid, F.affine_grid(affine, [1, 1, 8, 8], align_corners=False), atol=1e-6)
 
@@ -181,7 +172,7 @@ def test_a_spline_of_an_affine_motion_is_that_affine_map():
 def test_the_spline_grid_must_have_two_points_a_side():
     with pytest.raises(StnError, match="--tps-grid must be an integer of at least 2"):
         SpatialTransformer(3, 8, (2, 2, 2), "tps", tps_grid=1)
-    assert SpatialTransformer(3, 8, (2, 2, 2), "affine", tps_grid=1).tps_grid is None  # used by tps alone
+    assert SpatialTransformer(3, 8, (2, 2, 2), "affine", tps_grid=1).family.name == "affine"  # used by tps alone
 
 
 def test_region_centre_and_scale_agree_across_families():
@@ -196,10 +187,45 @@ def test_region_centre_and_scale_agree_across_families():
     for got, want in zip(projective.region(as_homography), (centre, scale), strict=True):
         assert torch.allclose(got, want, atol=1e-6)
     tps = SpatialTransformer(1, 8, (2, 2, 2), "tps", tps_grid=3)
-    for got, want in zip(tps.region(matrix_points(affine.float(), tps.control)), (centre, scale), strict=True):
+    for got, want in zip(tps.region(matrix_points(affine.float(), tps.family.control)), (centre, scale), strict=True):
         assert torch.allclose(got, want, atol=1e-5)
     # a keystone: the top edge squeezed to half its width, the bottom kept: a trapezoid of area 3
     keystone = torch.tensor([[[-0.5, -1], [0.5, -1], [1, 1], [-1, 1]]])
     corners_centre, corners_scale = polygon_centre_scale(keystone)
     assert corners_scale.item() == pytest.approx((3 / 4) ** 0.5)
     assert corners_centre[0].tolist() == pytest.approx([0, 1 / 9])  # centroid of a trapezoid, towards its long side
+
+
+def fixed_map(module: SpatialTransformer, params: list[float]) -> None:
+    """Make the loc-net predict ``params`` whatever it sees."""
+    with torch.no_grad():
+        module.loc.head.weight.zero_()
+        module.loc.head.bias.copy_(torch.tensor(params))
+
+
+@pytest.mark.parametrize("transform", ["affine", "rotation+scale", "projective"])
+def test_each_pass_composes_its_correction_with_the_map_so_far(transform):
+    torch.manual_seed(0)
+    once = SpatialTransformer(3, 12, (4, 4, 4), transform).double()
+    thrice = SpatialTransformer(3, 12, (4, 4, 4), transform, passes=3).double()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    assert torch.allclose(thrice(x)[0], x, atol=1e-6)  # still the identity at the start
+    family = once.family
+    step = {"affine": [0.9, -0.1, 0.1, 0.1, 0.9, -0.05], "rotation+scale": [0.2, 0.9],
+            "projective": [0.9, -0.1, 0.1, 0.1, 0.9, -0.05, 0.05, -0.02]}[transform]
+    fixed_map(once, step)
+    fixed_map(thrice, step)
+    matrix = family.matrix(once(x)[1])
+    expected = family.from_matrix(matrix @ matrix @ matrix)  # the same correction, three times
+    warped, theta = thrice(x)
+    assert torch.allclose(theta, expected, atol=1e-12)
+    assert torch.allclose(warped, sample(x, family.grid(expected)), atol=1e-12)  # sampled once, through the whole map
+    warped.square().sum().backward()
+    assert thrice.loc.head.bias.grad.abs().sum() > 0
+
+
+def test_passes_need_a_family_that_composes():
+    with pytest.raises(StnError, match="--passes 2 composes maps, which the tps family cannot"):
+        SpatialTransformer(3, 8, (2, 2, 2), "tps", passes=2)
+    with pytest.raises(StnError, match="--passes must be a positive integer"):
+        SpatialTransformer(3, 8, (2, 2, 2), passes=0)

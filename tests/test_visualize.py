@@ -10,8 +10,9 @@ from PIL import Image
 from cli_helpers import run_cli
 from stn_gtsrb import TrainConfig, device_data, train
 from stn_gtsrb.classes import CLASS_NAMES
+from stn_gtsrb.geometry import matrix_points
 from stn_gtsrb.report import confusion_matrix, most_confused
-from stn_gtsrb.transformer import SpatialTransformer, matrix_points
+from stn_gtsrb.transformer import SpatialTransformer
 from stn_gtsrb.visualize import (
     CAPTION_HEIGHT,
     MARGIN,
@@ -45,15 +46,17 @@ def test_known_rotation_scale_and_shift():
 def test_composition_of_two_transforms():
     outer, inner = theta(0.5, 0, 0.5, 0, 0.5, 0), theta(0.5, 0, 0, 0, 0.5, -0.5)
     # inner's region inside outer's output frame, mapped through outer onto the image
-    assert corners(compose(outer, inner), SIZE)[0].tolist() == [[20, 8], [28, 8], [28, 16], [20, 16]]
-    assert torch.allclose(compose(theta(1, 0, 0, 0, 1, 0), inner), inner)
+    affine = SpatialTransformer(3, SIZE, (2, 2, 2)).double()
+    composed = compose([(affine, outer), (affine, inner)])
+    assert corners(composed, SIZE)[0].tolist() == [[20, 8], [28, 8], [28, 16], [20, 16]]
+    assert torch.allclose(compose([(affine, theta(1, 0, 0, 0, 1, 0)), (affine, inner)]), inner)
 
 
 def test_a_region_through_a_spline_maps_points_one_transformer_at_a_time():
     outer, inner = theta(0.5, 0, 0.5, 0, 0.5, 0), theta(0.5, 0, 0, 0, 0.5, -0.5)
     spline = SpatialTransformer(3, SIZE, (2, 2, 2), "tps", tps_grid=3).double()
     affine = SpatialTransformer(3, SIZE, (2, 2, 2)).double()
-    as_spline = matrix_points(outer, spline.control)  # a spline through the outer affine's control points
+    as_spline = matrix_points(outer, spline.family.control)  # a spline through the outer affine's control points
     region = Region([(spline, as_spline), (affine, inner)])
     assert region.matrix is None
     # the same corners as the composed affine matrices
@@ -70,7 +73,7 @@ def square_marks(transform: str, matrix: torch.Tensor) -> torch.Tensor:
     sampling the input by ``matrix`` (3×3): ``(S·SCALE, S·SCALE)``."""
     module = SpatialTransformer(3, SIZE, (2, 2, 2), transform, tps_grid=3).double()
     if transform == "tps":
-        region_theta = matrix_points(matrix, module.control)
+        region_theta = matrix_points(matrix, module.family.control)
     else:
         region_theta = matrix if transform == "projective" else matrix[:, :2]
     row = panel_row(torch.zeros(3, SIZE, SIZE, dtype=torch.uint8), {1: Region([(module, region_theta)])}, SCALE, "")

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .geometry import homogeneous, tilt_thetas
-from .transformer import FAMILIES, theta_from_params, warp
+from .geometry import homogeneous, tilt_thetas, warp
 
 
 def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` random similarity thetas ``(n, 2, 3)`` (transformer.py's layout).
+    """``n`` random similarity thetas ``(n, 2, 3)`` (geometry.py's affine theta).
 
     Angle uniform in ``±rotation_deg`` degrees, scale factor uniform in
     ``[1 - scale, 1 + scale]``, shift of each axis uniform in ``±shift`` of the
@@ -32,7 +31,8 @@ def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
     u = torch.rand(n, 4, generator=generator) * 2 - 1  # uniform in [-1, 1)
     params = torch.stack([u[:, 0] * rotation_deg * torch.pi / 180, 1 + u[:, 1] * scale,
                           u[:, 2] * 2 * shift, u[:, 3] * 2 * shift], dim=1)
-    return theta_from_params(params, FAMILIES)
+    cos, sin = params[:, 1] * torch.cos(params[:, 0]), params[:, 1] * torch.sin(params[:, 0])
+    return torch.stack([cos, -sin, params[:, 2], sin, cos, params[:, 3]], dim=1).view(-1, 2, 3)
 
 
 def blur_radius(max_sigma: float) -> int:

@@ -14,16 +14,15 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import StnError
+from .families import FAMILIES, TPS_GRID, check_tps_grid, create_family
 from .models import ConvNet, build_model, model_spec, parse_widths
 from .normalization import KERNELS
-from .transformer import PROJECTIVE, TPS, TPS_GRID, check_tps_grid, parse_transform
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "rmsprop")
 SAVED_BEFORE = {"legacy_norm": True}  # behaviour of saved configs that lack these options
 RENAMED = {"no_norm": "norm", "no_lnorm": "lnorm", "no_cnorm": "cnorm"}  # old name -> switch of the opposite sense
 SCHEDULES = ("none", "step", "cosine", "linear")
 MAX_TILT = 70.0  # degrees: near 71.6° the tilt's camera (geometry.TILT_DISTANCE) would see the horizon
-TRANSFORMS = ("affine", PROJECTIVE, TPS)
 
 
 def _opt(default, help: str, **metadata):
@@ -62,8 +61,10 @@ class TrainConfig:
     sca: bool = _opt(False, "restrict transformers to isotropic scale (combinable)")
     tra: bool = _opt(False, "restrict transformers to translation (combinable)")
     transform: str = _opt("affine", "transformers' family: affine (restricted by --rot/--sca/--tra), projective (a "
-                                    "homography) or tps (a thin-plate spline, --tps-grid)", choices=TRANSFORMS)
+                                    "homography) or tps (a thin-plate spline, --tps-grid)", choices=tuple(FAMILIES))
     tps_grid: int = _opt(TPS_GRID, "with --transform tps: control points per side of the spline's grid")
+    passes: int = _opt(1, "apply each transformer this many times, each pass composing a correction with the "
+                          "map so far (inverse-compositional; affine and projective families)")
     # --- optimisation
     epochs: int = _opt(10, "number of training epochs")
     batch_size: int = _opt(50, "mini-batch size")
@@ -122,9 +123,9 @@ class TrainConfig:
     def model_options(self) -> dict:
         """Keyword arguments for ``create_model(self.net, ...)``."""
         return dict(cnn=self.widths, image_size=self.image_size, transformers=self.transformers,
-                    transform=self.transform_spec, tps_grid=self.tps_grid, multiscale=self.ms, cnorm=self.cnorm,
-                    cnorm_kernel=self.cnorm_kernel, dropout=self.dropout, legacy_norm=self.legacy_norm,
-                    batchnorm=self.batchnorm)
+                    transform=self.transform_spec, tps_grid=self.tps_grid, passes=self.passes, multiscale=self.ms,
+                    cnorm=self.cnorm, cnorm_kernel=self.cnorm_kernel, dropout=self.dropout,
+                    legacy_norm=self.legacy_norm, batchnorm=self.batchnorm)
 
     # ------------------------------------------------------------------ checks and I/O
     def validate(self) -> "TrainConfig":
@@ -159,7 +160,10 @@ class TrainConfig:
         if self.transform != "affine" and (self.rot or self.sca or self.tra):
             raise StnError(f"--rot, --sca and --tra restrict the affine family, not --transform {self.transform}")
         check_tps_grid(self.tps_grid)
-        parse_transform(self.transform_spec)
+        family = create_family(self.transform_spec, self.image_size, self.tps_grid)
+        if self.passes > 1 and not family.composes:
+            raise StnError(f"--passes {self.passes} composes maps, which the {family.name} family cannot; "
+                           f"use affine (or a restriction of it) or projective")
         if self.val and self.test_curve:
             raise StnError("--test-curve scores the test set, which a run with --val never does (the test set stays "
                            "blind while choosing); score a finished run with `stn-gtsrb eval RUN`")

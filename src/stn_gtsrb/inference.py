@@ -6,7 +6,7 @@ distorted as ``robustness`` distorts test images (uint8, before the model's own
 normalisation): its content turned by ``rotation`` degrees (clockwise on screen),
 drawn at ``scale`` times its size and moved by ``shift_x``, ``shift_y`` of the
 side (right and down). The model gives the class probabilities and, for each
-transformer, θ (its own, in transformer.py's convention for its family) and the
+transformer, θ (its own, in its family's convention, families.py) and the
 sampled region on the input, as ``plot`` draws it (visualize.py's Region: the
 composed θ where the chain composes, its four corners and its warped outline in
 input pixels; corners top-left, top-right, bottom-right, bottom-left).
@@ -30,11 +30,10 @@ from PIL import Image
 
 from .data import decode_resized
 from .errors import StnError
-from .geometry import content_thetas
+from .geometry import FRAME_CORNERS, OUTLINE_SAMPLES, content_thetas, outline
 from .models import ConvNet
 from .predict import top_classes, top_entries
 from .robustness import LIMITS, resample
-from .transformer import FRAME_CORNERS, OUTLINE_SAMPLES, outline
 from .visualize import DOT_COLOURS, enlarge, image_regions, to_pixels
 
 ROTATION = (-LIMITS["rotation"][1], LIMITS["rotation"][1])  # degrees

@@ -23,7 +23,7 @@ concatenated with its output before the fc layer.
 ``model(x)`` maps ``(B, 3, S, S)`` to logits ``(B, num_classes)``;
 ``model(x, return_thetas=True)`` also returns ``{position: theta}`` (its shape
 depends on the transform family: ``(B, 2, 3)`` affine, ``(B, 3, 3)``
-projective, ``(B, K², 2)`` thin-plate spline; see transformer.py).
+projective, ``(B, K², 2)`` thin-plate spline; see families.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from torch import nn
 
 from .classes import NUM_CLASSES
 from .errors import StnError
+from .families import TPS_GRID
 from .normalization import KERNELS, ContrastiveNorm
-from .transformer import TPS_GRID, SpatialTransformer
+from .transformer import SpatialTransformer
 
 PADDING = 2  # every conv of the original uses padding 2
 
@@ -137,8 +138,9 @@ class ConvNet(nn.Module):
         fc_width: units of the hidden fully connected layer.
         image_size: side of the square input images.
         transformers: ``{block position (1-based): loc-net widths}``.
-        transform: transform family for all transformers, or ``{position: family}`` (transformer.py).
+        transform: transform family for all transformers, or ``{position: family}`` (families.py).
         tps_grid: control points per side of the ``"tps"`` family's spline.
+        passes: how many times each transformer is applied (transformer.py).
         multiscale: concatenate the last block's pooled input to its output.
         cnorm: contrastive normalisation after each block; cnorm_kernel its kernel; legacy_norm
             its stn-gtsrb 0.1 formula (see normalization.py).
@@ -150,7 +152,8 @@ class ConvNet(nn.Module):
                  num_classes: int = NUM_CLASSES, transformers: dict | None = None,
                  transform: str | dict = "affine", multiscale: bool = False, cnorm: bool = True,
                  cnorm_kernel: str = "uniform9", in_channels: int = 3, dropout: float = 0.0,
-                 legacy_norm: bool = False, batchnorm: bool = False, tps_grid: int = TPS_GRID):
+                 legacy_norm: bool = False, batchnorm: bool = False, tps_grid: int = TPS_GRID,
+                 passes: int = 1):
         super().__init__()
         transformers = dict(transformers or {})
         bad = sorted(set(transformers) - set(range(1, len(convs) + 1)))
@@ -171,7 +174,7 @@ class ConvNet(nn.Module):
                     family = transform.get(position, "affine") if isinstance(transform, dict) else transform
                     widths = parse_widths(transformers[position], 3, f"loc-net widths at position {position}")
                     self.transformers[str(position)] = SpatialTransformer(probe.shape[1], probe.shape[2],
-                                                                          widths, family, tps_grid)
+                                                                          widths, family, tps_grid, passes)
                 self.blocks.append(conv_block(probe.shape[1], width, kernel, cnorm_kernel if cnorm else None,
                                               legacy_norm, batchnorm))
                 probe = self._probe(position, probe)

@@ -4,13 +4,13 @@ The graph takes float32 images ``(N, 3, S, S)``, RGB values 0–255, N dynamic,
 and holds the whole pipeline: global normalisation, local contrast
 normalisation, the network and its transformers. Output 0 is ``logits``
 ``(N, 43)``; then ``theta<p>`` for each transformer position p, shaped as its
-family's theta (transformer.py): ``(N, 2, 3)`` affine, ``(N, 3, 3)``
+family's theta (families.py): ``(N, 2, 3)`` affine, ``(N, 3, 3)``
 projective, ``(N, K², 2)`` thin-plate spline.
 
 Opset 17, with each transformer's sampling grid built in the graph and sampled
 by GridSample (opset 16): from an affine θ by a matrix product
-(transformer.portable_affine_grid, exactly ``F.affine_grid`` with
-``align_corners=False``), from a homography by a matrix product and a division,
+(the affine family's ``onnx_grid``, ``F.affine_grid`` with ``align_corners=False``
+to 1e-6; each family gives the grid form the export traces), from a homography by a matrix product and a division,
 from a spline's control points by a product with its constant weights. Why not
 AffineGrid: ONNX has it only from opset 20, and the TorchScript exporter used
 here (it needs no package beyond torch and onnx) has no AffineGrid below 20;
@@ -47,8 +47,6 @@ class Deployed(nn.Module):
     def __init__(self, model: ConvNet, normalizer: Normalizer):
         super().__init__()
         self.model = copy.deepcopy(model).eval().float()
-        for transformer in self.model.transformers.values():
-            transformer.portable = True
         shape = (1, -1, 1, 1) if normalizer.mean.dim() else ()
         self.register_buffer("mean", normalizer.mean.float().reshape(shape))
         self.register_buffer("std", normalizer.std.float().reshape(shape))

@@ -31,8 +31,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import StnError
-from .geometry import content_thetas, tilt_thetas
-from .transformer import warp
+from .geometry import content_thetas, tilt_thetas, warp
 
 TRANSFORMS = ("rotation", "scale", "shift", "combined", "tilt")
 DEFAULT_LEVELS = {"rotation": (0, 5, 10, 15, 20, 25, 30, 35, 40, 45),  # degrees, either way

@@ -19,10 +19,9 @@ from __future__ import annotations
 import torch
 
 from .data import Normalizer
-from .geometry import content_thetas, homogeneous
+from .geometry import FRAME_CORNERS, content_thetas, homogeneous, matrix_points
 from .models import ConvNet
 from .robustness import resample
-from .transformer import FRAME_CORNERS, matrix_points
 from .visualize import image_regions
 
 ANGLES = tuple(float(angle) for angle in range(-45, 46, 5))  # degrees, both ways

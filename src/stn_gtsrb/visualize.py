@@ -1,7 +1,7 @@
 """Seeing what the transformers learn: sampled regions, animations, run reports.
 
 Coordinates. A transformer maps normalised output coordinates to normalised
-input coordinates (see transformer.py, ``align_corners=False``). Its *sampled
+input coordinates (see geometry.py, ``align_corners=False``). Its *sampled
 region* is the image of its output frame, drawn here in the input's pixel
 coordinates: origin at the top-left edge of the image, x to the right, y down,
 the image spanning ``[0, size]``. Corners are ordered top-left, top-right,
@@ -35,19 +35,10 @@ from .data import Normalizer, load_tensors, select_split, validation_tracks
 from .errors import StnError
 from .evaluation import require_val_if_asked
 from .fileio import atomic_write
-from .geometry import homogeneous
+from .geometry import FRAME_CORNERS, matrix_points, pixel_centres, sample, warp
 from .models import ConvNet
 from .predictor import load_predictor
-from .transformer import (
-    FRAME_CORNERS,
-    OUTLINE_SAMPLES,
-    SpatialTransformer,
-    matrix_points,
-    outline,
-    pixel_centres,
-    sample,
-    warp,
-)
+from .transformer import SpatialTransformer
 
 DOT_COLOURS = ((255, 255, 255), (255, 220, 0), (0, 220, 255), (255, 80, 255))  # one per transformer
 MARGIN, CAPTION_HEIGHT = 4, 14  # pixels around panels; height of a caption line
@@ -56,13 +47,14 @@ RECORDED_IMAGES = 6  # images drawn by the training recorder
 
 # ---------------------------------------------------------------- geometry
 
-def compose(*thetas: torch.Tensor) -> torch.Tensor:
-    """``theta_1 ∘ theta_2 ∘ ...``: map the last transformer's output frame to the first one's input
-    (``(B, 2, 3)`` if all are affine, else ``(B, 3, 3)``)."""
-    matrix = homogeneous(thetas[0])
-    for theta in thetas[1:]:
-        matrix = matrix @ homogeneous(theta)
-    return matrix[:, :2] if all(theta.shape[1] == 2 for theta in thetas) else matrix
+def compose(chain: list[tuple[SpatialTransformer, torch.Tensor]]) -> torch.Tensor:
+    """``theta_1 ∘ theta_2 ∘ ...`` of a chain of composing families: map the last transformer's output frame
+    to the first one's input (``(B, 2, 3)`` if all are affine, else ``(B, 3, 3)``)."""
+    matrix = None
+    for transformer, theta in chain:
+        step = transformer.family.matrix(theta)
+        matrix = step if matrix is None else matrix @ step
+    return matrix[:, :2] if all(transformer.family.is_affine for transformer, _ in chain) else matrix
 
 
 def to_pixels(points: torch.Tensor, size: float) -> torch.Tensor:
@@ -85,9 +77,9 @@ class Region:
     @property
     def matrix(self) -> torch.Tensor | None:
         """The composed theta of the chain, or None where a spline breaks the composition."""
-        if any(transformer.tps_grid for transformer, _ in self.chain):
+        if not all(transformer.family.composes for transformer, _ in self.chain):
             return None
-        return compose(*(theta for _, theta in self.chain))
+        return compose(self.chain)
 
     def points(self, points: torch.Tensor) -> torch.Tensor:
         """Output points ``(N, 2)`` of the last transformer -> normalised input-image points ``(B, N, 2)``."""
@@ -112,15 +104,8 @@ class Region:
     def marks(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Normalised output points of the last transformer to mark ``(N, 2)``, and polylines to draw
         (empty while the whole chain is affine)."""
-        last = self.chain[-1][0]
-        if last.tps_grid:
-            dots, ticks = last.control.cpu(), last.control[:last.tps_grid, 0].cpu()
-            along = torch.linspace(-1, 1, OUTLINE_SAMPLES * (last.tps_grid - 1) + 1)
-            lines = [torch.stack([along, tick.expand_as(along)], 1) for tick in ticks]  # rows
-            lines += [line.flip(1) for line in lines]  # columns
-        else:
-            dots, lines = FRAME_CORNERS, [torch.cat([outline(OUTLINE_SAMPLES), FRAME_CORNERS[:1]])]
-        affine = all(theta.shape[1:] == (2, 3) for _, theta in self.chain)
+        dots, lines = self.chain[-1][0].family.marks()
+        affine = all(transformer.family.is_affine for transformer, _ in self.chain)
         return dots, [] if affine else lines
 
 
