@@ -9,6 +9,11 @@
         benchmarks/results/fast-robust-val-robustness \\
         --levers benchmarks/results/fast-robust-val-levers benchmarks/results/fast-robust-val-levers-robustness \\
         > benchmarks/results/fast-robust-val-levers/robust_report.log
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val \\
+        benchmarks/results/fast-robust-val-robustness --straightening \\
+        --levers benchmarks/results/fast-robust-val-straighten \\
+                 benchmarks/results/fast-robust-val-straighten-robustness \\
+        > benchmarks/results/fast-robust-val-straighten/robust_report.log
 
 Reads each finished run's ``result.json`` under RESULTS_DIR (its final-epoch validation accuracy) and, per
 split, ``ROBUSTNESS_DIR/val-seed-<N>/robustness.json``, whose models are matched to runs by their run
@@ -32,15 +37,20 @@ TRANSFORMER_CELLS = ("conv2", "image", "image-rst")
 CLEAN_MARGIN = 0.30  # points of mean clean accuracy a winner may lose to the best transformer cell
 FINALIST_MARGIN = 1.0  # points of robustness score within which another cell is a finalist too
 LEVER_GAIN = 0.5  # points of robustness score a lever must add to the finalist (fast-robust-val-levers.toml)
+SLOPE_ADOPT = 0.5  # mean straightening slope that adopts a lever at equal robustness (--straightening)
 
 
 def cell(cfg: TrainConfig) -> str:
     """Where the transformer sits (image, conv2, none), then what differs from fast-robust-val's cells:
     ``-rst`` for rotation + scale + translation, ``-lrX`` for a loc-net lr multiplier other than 0.1,
-    ``-Nep`` for other than 4 epochs."""
+    ``-Nep`` for other than 4 epochs, ``-straightenW`` for a straightening term, ``-passesK`` for a repeated
+    transformer, ``-content-scale`` for the content's scale jitter."""
     name = "image" if cfg.st else "conv2" if cfg.locnet2 else "none"
     name += "-rst" if cfg.rot else ""
     name += f"-lr{cfg.locnet_lr_mult:g}" if cfg.locnet_lr_mult != 0.1 else ""
+    name += f"-straighten{cfg.straighten:g}" if cfg.straighten else ""
+    name += f"-passes{cfg.passes}" if cfg.passes > 1 else ""
+    name += "-content-scale" if cfg.jitter_content_scale else ""
     return name + (f"-{cfg.epochs}ep" if cfg.epochs != 4 else "")
 
 
@@ -86,6 +96,9 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, nargs=2, metavar=("RESULTS", "ROBUSTNESS"))
     parser.add_argument("--levers", type=Path, nargs=2, metavar=("RESULTS", "ROBUSTNESS"),
                         help="a levers grid on the same splits, judged against the finalist by its own rule")
+    parser.add_argument("--straightening", action="store_true",
+                        help="fast-robust-val-straighten.toml's rule: a lever whose region turns with the sign is "
+                             "adopted at equal robustness too")
     args = parser.parse_args()
     runs = load(args.results, args.robustness)
     lever_runs = load(*args.levers) if args.levers else {}
@@ -111,7 +124,7 @@ def main() -> None:
               f"{mean_of(runs, name, 'score', splits):.2f} | " + " | ".join(f"{means[t]:.2f}" for t in RANGES)
               + f" | {slopes} |")
     if levers:
-        judge_levers(runs, splits, [n for n in levers if n in names], finalist="conv2")
+        judge_levers(runs, splits, [n for n in levers if n in names], "conv2", args.straightening)
         return
     candidates = [n for n in TRANSFORMER_CELLS if n in names]
     best_clean = max(mean_of(runs, n, "clean", splits) for n in candidates)
@@ -130,13 +143,21 @@ def main() -> None:
                   + "; ".join(f"{c:+.2f}, {r:+.2f}" for c, r in gains))
 
 
-def judge_levers(runs: dict, splits: list[int], levers: list[str], finalist: str) -> None:
+def judge_levers(runs: dict, splits: list[int], levers: list[str], finalist: str, straightening: bool) -> None:
     """fast-robust-val-levers.toml's rule: a lever is adopted if it adds LEVER_GAIN to the finalist's mean
     robustness score and loses at most CLEAN_MARGIN of its mean clean accuracy; the highest score wins. A
-    longer schedule (a cell named ``-Nep``) is measured, not adopted by this rule."""
+    longer schedule (a cell named ``-Nep``) is measured, not adopted by this rule. ``straightening``
+    (fast-robust-val-straighten.toml's rule) also adopts a lever of mean slope at least SLOPE_ADOPT whose
+    score is at most CLEAN_MARGIN below the finalist's, at the same clean margin."""
     score, clean = (mean_of(runs, finalist, key, splits) for key in ("score", "clean"))
     adoptable = [n for n in levers if not n.endswith("ep")]  # more epochs: measured, weighed against its time
-    adopted = [n for n in adoptable if mean_of(runs, n, "score", splits) >= score + LEVER_GAIN
+
+    def straightens(name: str) -> bool:
+        slopes = [runs[s, name]["slope"] for s in splits]
+        return (straightening and None not in slopes and statistics.mean(slopes) >= SLOPE_ADOPT
+                and mean_of(runs, name, "score", splits) >= score - CLEAN_MARGIN)
+
+    adopted = [n for n in adoptable if (mean_of(runs, n, "score", splits) >= score + LEVER_GAIN or straightens(n))
                and mean_of(runs, n, "clean", splits) >= clean - CLEAN_MARGIN]
     print(f"\nthe finalist {finalist}: mean clean {clean:.2f}, mean score {score:.2f}")
     for name in levers:

@@ -1,4 +1,4 @@
-"""Training augmentation: random similarity warps and per-image Gaussian blur."""
+"""Training augmentation: random similarity warps and per-image Gaussian blur; the straightening term."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stn_gtsrb import create_model
 from stn_gtsrb.augment import EpochJitter, blur_radius, gaussian_blur, random_thetas
-from stn_gtsrb.geometry import homogeneous, tilt_thetas, warp
+from stn_gtsrb.consistency import straightening_loss
+from stn_gtsrb.geometry import FRAME_CORNERS, homogeneous, matrix_points, tilt_thetas, warp
 
 
 def test_random_thetas_stay_within_the_asked_ranges_and_repeat_with_the_seed():
@@ -91,3 +93,27 @@ def test_tilt_jitter_is_drawn_last_and_applied_with_the_similarity_in_one_resamp
     angles = (torch.rand(50, generator=angle_axis) * 2 - 1) * 60
     assert torch.equal(only_tilt.tilts, tilt_thetas(angles, torch.randint(0, 2, (50,), generator=angle_axis)))
     assert torch.equal(only_tilt.apply(x[:4], slice(0, 4)), warp(x[:4], only_tilt.tilts[:4]))
+
+
+def test_content_scale_draws_the_content_s_size_factor():
+    generator = torch.Generator().manual_seed(0)
+    sampler = random_thetas(4000, 0.0, 0.4, 0.0, generator)[:, 0, 0]
+    content = 1 / random_thetas(4000, 0.0, 0.4, 0.0, torch.Generator().manual_seed(0), content_scale=True)[:, 0, 0]
+    assert torch.allclose(content, sampler)  # the same draw: the factor is the content's, the sampler's its inverse
+    assert 0.6 <= content.min() < 0.61 and 1.39 < content.max() <= 1.4
+
+
+def test_the_straightening_term_is_zero_for_a_transformer_that_undoes_the_jitter():
+    torch.manual_seed(0)
+    model = create_model("lecun", cnn="4,4,8", transformers={2: "4,4,4"}, batchnorm=True).train()
+    clean = torch.randn(3, 3, 32, 32)
+    moved = homogeneous(random_thetas(3, 40.0, 0.3, 0.2, torch.Generator().manual_seed(1))) @ tilt_thetas(
+        torch.tensor([30.0, -20.0, 0.0]), torch.tensor([0, 1, 0]))
+    running = model.blocks[0][1].running_mean.clone()
+    undone = torch.linalg.inv(moved)  # the clean region is the whole frame: on the jittered image, M⁻¹ of it
+    assert straightening_loss(model, clean, {2: undone}, moved).item() == pytest.approx(0, abs=1e-10)
+    identity = torch.eye(3).expand(3, 3, 3)
+    corners = FRAME_CORNERS.expand(3, 4, 2)
+    expected = (corners - matrix_points(undone, corners)).square().sum(-1).mean()
+    assert straightening_loss(model, clean, {2: identity}, moved).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.equal(model.blocks[0][1].running_mean, running) and model.training  # a side view

@@ -95,6 +95,24 @@ def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path, aug
     assert read_log(tmp_path / "split")[-1]["train_loss"] == read_log(tmp_path / "full")[-1]["train_loss"]
 
 
+@pytest.mark.parametrize("lever", [{"straighten": 1.0}, {"passes": 2}, {"jitter_content_scale": True}],
+                         ids=["straighten", "passes", "content-scale"])
+def test_the_robust_levers_train_resume_and_reload(data_env, tmp_path, lever):
+    cfg = {**TINY, "epochs": 2, "n": 300, "st": True, "locnet": "4,4,8", "jitter_rot": 30.0, "jitter_scale": 0.3,
+           "jitter_tilt": 30.0}
+    plain = train(TrainConfig(**cfg), tmp_path / "plain", echo=quiet)
+    full = train(TrainConfig(**cfg, **lever), tmp_path / "full", echo=quiet)
+    assert read_log(tmp_path / "full")[0]["train_loss"] != read_log(tmp_path / "plain")[0]["train_loss"]
+    assert plain["config"].get(next(iter(lever))) != full["config"][next(iter(lever))]
+    train(TrainConfig(**{**cfg, **lever, "epochs": 1}), tmp_path / "split", echo=quiet)  # as if killed after epoch 1
+    config = tmp_path / "split" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": 2}))
+    (tmp_path / "split" / "result.json").unlink()
+    resumed = train(TrainConfig(**cfg, **lever), tmp_path / "split", resume=True, echo=quiet)
+    assert resumed["test_acc"] == full["test_acc"]
+    assert evaluate(tmp_path / "full")["accuracy"] == full["test_acc"]  # the checkpoint rebuilds the same net
+
+
 def test_label_smoothing_and_dropout_reach_the_training_loss(data_env, tmp_path):
     cfg = {**TINY, "epochs": 1, "n": 300}
     losses = {}
@@ -191,6 +209,11 @@ def test_learning_rate_schedules():
     (["--dropout", "1"], "--dropout must be below 1, got 1.0"),
     (["--label-smoothing", "-0.1"], "--label-smoothing must not be negative, got -0.1"),
     (["-n", "50000"], f"-n 50000 is larger than the training split ({TRAIN_COUNT} images)"),
+    (["--straighten", "1", "--jitter-rot", "10"], "--straighten acts on a transformer: add one"),
+    (["--straighten", "1", "--st"], "--straighten compares each image with its jittered view: give a geometric"),
+    (["--straighten", "-1"], "--straighten must not be negative, got -1.0"),
+    (["--passes", "0", "--st"], "--passes must be positive, got 0"),
+    (["--passes", "2", "--st", "--transform", "tps"], "--passes 2 composes maps, which the tps family cannot"),
 ])
 def test_bad_options_give_one_line_and_exit_2(data_env, tmp_path, args, message):
     result = run_cli("train", "-o", str(tmp_path / "run"), *args)

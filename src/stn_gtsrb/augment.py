@@ -21,15 +21,17 @@ from .geometry import homogeneous, tilt_thetas, warp
 
 
 def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, content_scale: bool = False) -> torch.Tensor:
     """``n`` random similarity thetas ``(n, 2, 3)`` (geometry.py's affine theta).
 
-    Angle uniform in ``±rotation_deg`` degrees, scale factor uniform in
-    ``[1 - scale, 1 + scale]``, shift of each axis uniform in ``±shift`` of the
+    Angle uniform in ``±rotation_deg`` degrees, the sampler's scale factor uniform in
+    ``[1 - scale, 1 + scale]`` (with ``content_scale``, the content's size factor instead, the
+    sampler's being its inverse), shift of each axis uniform in ``±shift`` of the
     image side (``2·shift`` in normalised coordinates). All zero: identities.
     """
     u = torch.rand(n, 4, generator=generator) * 2 - 1  # uniform in [-1, 1)
-    params = torch.stack([u[:, 0] * rotation_deg * torch.pi / 180, 1 + u[:, 1] * scale,
+    factor = 1 + u[:, 1] * scale
+    params = torch.stack([u[:, 0] * rotation_deg * torch.pi / 180, 1 / factor if content_scale else factor,
                           u[:, 2] * 2 * shift, u[:, 3] * 2 * shift], dim=1)
     cos, sin = params[:, 1] * torch.cos(params[:, 0]), params[:, 1] * torch.sin(params[:, 0])
     return torch.stack([cos, -sin, params[:, 2], sin, cos, params[:, 3]], dim=1).view(-1, 2, 3)
@@ -72,11 +74,14 @@ class EpochJitter:
 
     @classmethod
     def draw(cls, n: int, rotation_deg: float, scale: float, shift: float, blur: float,
-             generator: torch.Generator, device: torch.device | str, tilt_deg: float = 0.0) -> "EpochJitter":
-        """Thetas (if any similarity range is non-zero), blur stds uniform in ``[0, blur]`` (if
-        ``blur > 0``), then tilts of angle uniform in ``±tilt_deg`` about an axis drawn per image (if
-        ``tilt_deg > 0``), from ``generator`` in that order."""
-        thetas = random_thetas(n, rotation_deg, scale, shift, generator) if rotation_deg or scale or shift else None
+             generator: torch.Generator, device: torch.device | str, tilt_deg: float = 0.0,
+             content_scale: bool = False) -> "EpochJitter":
+        """Thetas (if any similarity range is non-zero; ``content_scale``: see :func:`random_thetas`), blur
+        stds uniform in ``[0, blur]`` (if ``blur > 0``), then tilts of angle uniform in ``±tilt_deg`` about
+        an axis drawn per image (if ``tilt_deg > 0``), from ``generator`` in that order."""
+        thetas = None
+        if rotation_deg or scale or shift:
+            thetas = random_thetas(n, rotation_deg, scale, shift, generator, content_scale)
         sigmas = torch.rand(n, generator=generator) * blur if blur else None
         tilts = None
         if tilt_deg:
@@ -85,11 +90,17 @@ class EpochJitter:
         return cls(*(t.to(device) if t is not None else None for t in (thetas, sigmas)), blur_radius(blur),
                    tilts.to(device) if tilts is not None else None)
 
+    def matrices(self, index: slice) -> torch.Tensor | None:
+        """The sampling maps ``(B, 3, 3)`` of the images ``index``: the similarity, then the tilt (the
+        content moved, then seen off-axis); None without a geometric jitter."""
+        if self.tilts is None:
+            return None if self.thetas is None else homogeneous(self.thetas[index])
+        return self.tilts[index] if self.thetas is None else homogeneous(self.thetas[index]) @ self.tilts[index]
+
     def apply(self, x: torch.Tensor, index: slice) -> torch.Tensor:
         """The batch ``x`` ``(B, C, H, W)`` holding the images ``index`` of the epoch's draw, augmented."""
-        if self.tilts is not None:  # the content moved, then seen off-axis: one homography, one resampling
-            tilts = self.tilts[index]
-            x = warp(x, tilts if self.thetas is None else homogeneous(self.thetas[index]) @ tilts)
+        if self.tilts is not None:  # one homography, one resampling
+            x = warp(x, self.matrices(index))
         elif self.thetas is not None:
             x = warp(x, self.thetas[index])
         if self.sigmas is not None:

@@ -63,6 +63,9 @@ class TrainConfig:
     transform: str = _opt("affine", "transformers' family: affine (restricted by --rot/--sca/--tra), projective (a "
                                     "homography) or tps (a thin-plate spline, --tps-grid)", choices=tuple(FAMILIES))
     tps_grid: int = _opt(TPS_GRID, "with --transform tps: control points per side of the spline's grid")
+    straighten: float = _opt(0.0, "weight of the straightening term: the first transformer's region on each "
+                                  "jittered training image should be its region on the clean image, carried "
+                                  "by the jitter (needs a transformer and a geometric jitter)")
     passes: int = _opt(1, "apply each transformer this many times, each pass composing a correction with the "
                           "map so far (inverse-compositional; affine and projective families)")
     # --- optimisation
@@ -89,6 +92,9 @@ class TrainConfig:
     jitter_tilt: float = _opt(0.0, "augmentation: each training image seen up to this many degrees off-axis, "
                                    "about its vertical or horizontal axis (drawn per image), as the robustness "
                                    "report's tilt (below 70)")
+    jitter_content_scale: bool = _opt(False, "augmentation: draw the content's size factor, not the sampler's, "
+                                             "within 1 ± --jitter-scale (0.4: content at 0.6-1.4 times its size, "
+                                             "the robustness report's range)")
     jitter_blur: float = _opt(0.0, "augmentation: Gaussian blur of each training image, std uniform in 0..this "
                                    "many pixels")
     seed: int = _opt(1, "random seed (model init, batch order, subset, augmentation)")
@@ -136,7 +142,8 @@ class TrainConfig:
                 raise StnError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, got {value!r}")
         spec = model_spec(self.net)
         positive = {"image_size": self.image_size, "epochs": self.epochs, "batch_size": self.batch_size,
-                    "lr": self.lr, "step_epochs": self.step_epochs, "locnet_lr_mult": self.locnet_lr_mult}
+                    "lr": self.lr, "step_epochs": self.step_epochs, "locnet_lr_mult": self.locnet_lr_mult,
+                    "passes": self.passes}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -146,7 +153,7 @@ class TrainConfig:
             if value <= 0:
                 raise StnError(f"--{name.replace('_', '-')} must be positive, got {value}")
         for name in ("n", "lr_decay", "weight_decay", "momentum", "gamma", "warmup", "jitter_rot", "jitter_scale",
-                     "jitter_shift", "jitter_tilt", "jitter_blur", "dropout", "label_smoothing", "ema"):
+                     "jitter_shift", "jitter_tilt", "jitter_blur", "dropout", "label_smoothing", "ema", "straighten"):
             if getattr(self, name) < 0:
                 raise StnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         for name in ("jitter_scale", "dropout", "label_smoothing", "warmup", "ema"):
@@ -154,6 +161,11 @@ class TrainConfig:
                 raise StnError(f"--{name.replace('_', '-')} must be below 1, got {getattr(self, name)}")
         if self.jitter_tilt >= MAX_TILT:
             raise StnError(f"--jitter-tilt must be below {MAX_TILT}, got {self.jitter_tilt}")
+        if self.straighten and not self.transformers:
+            raise StnError("--straighten acts on a transformer: add one (--st, --locnet2 or --locnet3)")
+        if self.straighten and not (self.jitter_rot or self.jitter_scale or self.jitter_shift or self.jitter_tilt):
+            raise StnError("--straighten compares each image with its jittered view: give a geometric jitter "
+                           "(--jitter-rot, --jitter-scale, --jitter-shift or --jitter-tilt)")
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")
         spec.parse_widths(self.cnn)

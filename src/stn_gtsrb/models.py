@@ -211,6 +211,15 @@ class ConvNet(nn.Module):
         logits, thetas, _ = self.trace(x)
         return (logits, thetas) if return_thetas else logits
 
+    @torch.no_grad()
+    def lead_theta(self, x: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """The first transformer's position and its theta for ``x``, from the blocks before it alone, with
+        BatchNorm on its running statistics (a side view: the statistics and the training mode stay as they were)."""
+        position = min(int(p) for p in self.transformers)
+        for block in range(1, position):
+            x = self._probe(block, x) if self.blocks[block - 1].training else self._block(block, x)
+        return position, self.transformers[str(position)].theta(x)
+
     def localisation_parameters(self) -> list[nn.Parameter]:
         """Parameters of the localisation nets (for a separate learning rate)."""
         return list(self.transformers.parameters())

@@ -29,6 +29,7 @@ from .archives import DataLocation, resolve_location
 from .augment import EpochJitter
 from .checkpoints import make_checkpoint
 from .config import TrainConfig
+from .consistency import straightening_loss
 from .data import GTSRBTensors, Normalizer
 from .device_data import load_device_data
 from .ema import WeightAverage
@@ -119,7 +120,8 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     jitter = EpochJitter.draw(len(labels), cfg.jitter_rot, cfg.jitter_scale, cfg.jitter_shift, cfg.jitter_blur,
-                              generator, images.device, tilt_deg=cfg.jitter_tilt)
+                              generator, images.device, tilt_deg=cfg.jitter_tilt,
+                              content_scale=cfg.jitter_content_scale)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     losses = torch.zeros(steps_per_epoch, device=images.device)  # per step, weighted by the batch size
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
@@ -134,10 +136,13 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
         index = order[start:start + cfg.batch_size]
-        x, y = jitter.apply(images[index], slice(start, start + cfg.batch_size)), labels[index]
+        batch = slice(start, start + cfg.batch_size)
+        x, y = jitter.apply(images[index], batch), labels[index]
         with autocast_for(images.device, precision):
-            logits = model(x)
+            logits, thetas = model(x, return_thetas=True)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if cfg.straighten:
+                loss = loss + cfg.straighten * straightening_loss(model, images[index], thetas, jitter.matrices(batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
