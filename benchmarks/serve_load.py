@@ -1,6 +1,7 @@
 """Load on ``stn-gtsrb serve``: N concurrent clients for a bounded time, on 127.0.0.1 only.
 
     python benchmarks/serve_load.py --clients 16 --seconds 30 --max-batch 1,16 > benchmarks/serve_load-CPU.log
+    python benchmarks/serve_load.py --clients 16 --seconds 30 --abusive > benchmarks/serve_load-abusive-CPU.log
 
 For each ``--max-batch`` value, starts ``stn-gtsrb serve`` (the shipped model
 unless ``--model``) on a free port of 127.0.0.1 as a process of its own, waits
@@ -10,17 +11,27 @@ connection, posting the same image to ``/api/predict`` (no ``view``) as fast as
 the answers come. It reports requests/s, p50 and p99 latency, errors (answers
 other than 200 and failed connections) and the server's resident memory
 (VmRSS, from /proc) at the start of the measured run and at its end.
+
+``--abusive`` adds, during the measured run, what a hostile or broken client does, and reports how the
+server answered each kind beside what the well-behaved clients got:
+
+* ``--idle`` connections opened before the run and held open without a byte sent;
+* an oversized body (the server's upload limit plus 1 MB) posted every half second: 413 expected;
+* every ``--burst-every`` seconds, ``--burst`` connections at once (twice serve's ``--max-requests``
+  by default), each posting the image: every one should be answered, 200 or 503 JSON, in bounded time.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import http.client
 import io
 import json
 import os
 import platform
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +40,9 @@ import time
 
 import torch
 from PIL import Image, ImageDraw
+
+from stn_gtsrb.inference import MAX_ACTIVE, MAX_UPLOAD_MB
+from stn_gtsrb.runtime import device_name
 
 BOUNDARY = "stn-gtsrb-load"
 
@@ -101,6 +115,53 @@ def load(port: int, body: bytes, clients: int, seconds: float) -> tuple[list[flo
     return latencies, errors, time.perf_counter() - started
 
 
+def post_once(port: int, body: bytes) -> tuple[str, float]:
+    """One POST on a connection of its own: its outcome (``HTTP <status>`` or the error's name) and seconds."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("POST", "/api/predict", body=body,
+                           headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        response = connection.getresponse()
+        response.read()
+        outcome = f"HTTP {response.status}"
+    except (OSError, http.client.HTTPException) as error:
+        outcome = type(error).__name__
+    finally:
+        connection.close()
+    return outcome, time.perf_counter() - started
+
+
+def abuse(port: int, body: bytes, until: float, idle: int, burst: int, burst_every: float) -> dict:
+    """The abusive clients until time ``until`` (see the module docstring): per kind, outcome -> count, and
+    the slowest answer of a burst."""
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(idle)]
+    oversized = multipart(os.urandom((MAX_UPLOAD_MB + 1) * 2**20))
+    outcomes = {"oversized": {}, "burst": {}}
+    slowest = 0.0
+
+    def count(kind: str, outcome: str) -> None:
+        outcomes[kind][outcome] = outcomes[kind].get(outcome, 0) + 1
+
+    def oversize() -> None:
+        while time.perf_counter() < until:
+            count("oversized", post_once(port, oversized)[0])
+            time.sleep(0.5)
+
+    sender = threading.Thread(target=oversize)
+    sender.start()
+    with concurrent.futures.ThreadPoolExecutor(burst) as pool:
+        while time.perf_counter() < until:
+            for outcome, seconds in pool.map(lambda _: post_once(port, body), range(burst)):
+                count("burst", outcome)
+                slowest = max(slowest, seconds)
+            time.sleep(max(0.0, min(burst_every, until - time.perf_counter())))
+    sender.join()
+    for connection in held:
+        connection.close()
+    return {"idle_connections": idle, "burst_size": burst, **outcomes, "burst_slowest_s": round(slowest, 3)}
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -114,13 +175,21 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="serve -m MODEL (default: the shipped model)")
     parser.add_argument("--image", default=None, help="image file to post (default: a drawn warning sign)")
     parser.add_argument("--threads", type=int, default=None, help="the server's OMP_NUM_THREADS (default: unset)")
+    parser.add_argument("--abusive", action="store_true", help="add idle, oversized and burst clients (see above)")
+    parser.add_argument("--idle", type=int, default=200, help="with --abusive: idle connections (default: 200)")
+    parser.add_argument("--burst", type=int, default=2 * MAX_ACTIVE,
+                        help="with --abusive: connections per burst (default: %(default)s)")
+    parser.add_argument("--burst-every", type=float, default=5.0,
+                        help="with --abusive: seconds between bursts (default: 5)")
     args = parser.parse_args()
     if args.clients < 1 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--clients must be at least 1, --seconds positive and --warmup not negative")
+    if args.idle < 0 or args.burst < 1 or args.burst_every < 0:
+        parser.error("--idle must not be negative, --burst must be at least 1 and --burst-every not negative")
     body = multipart(open(args.image, "rb").read() if args.image else default_image())
     threads = args.threads or os.environ.get("OMP_NUM_THREADS")
-    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"python {platform.python_version()}")
+    print(f"# {platform.platform()}, {os.cpu_count()} CPUs ({device_name(torch.device('cpu'))}), "
+          f"torch {torch.__version__}, python {platform.python_version()}")
     print(f"# {args.clients} clients, {args.seconds:g} s measured after {args.warmup:g} s of warm-up, "
           f"model {args.model or 'shipped'}, server OMP_NUM_THREADS={threads}")
     print(f"{'max_batch':>9} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
@@ -130,7 +199,15 @@ def main() -> None:
         try:
             load(port, body, args.clients, args.warmup)
             rss_start = rss_mb(process.pid)
-            latencies, errors, elapsed = load(port, body, args.clients, args.seconds)
+            abusive = {}
+            if args.abusive:
+                until = time.perf_counter() + args.seconds
+                with concurrent.futures.ThreadPoolExecutor(1) as side:
+                    hostile = side.submit(abuse, port, body, until, args.idle, args.burst, args.burst_every)
+                    latencies, errors, elapsed = load(port, body, args.clients, args.seconds)
+                    abusive = hostile.result()
+            else:
+                latencies, errors, elapsed = load(port, body, args.clients, args.seconds)
             rss_end = rss_mb(process.pid)
         finally:
             process.terminate()
@@ -141,8 +218,14 @@ def main() -> None:
                "p99_ms": 1000 * percentile(latencies, 99) if latencies else None,
                "errors": len(errors), "error_kinds": sorted(set(errors)), "rss_start_mb": rss_start,
                "rss_end_mb": rss_end, "server_exit_code": process.returncode}
+        if abusive:
+            row["abusive"] = abusive
         print(f"{max_batch:>9} {row['requests']:>8} {row['requests_per_s']:>7.1f} {row['p50_ms'] or 0:>7.1f} "
               f"{row['p99_ms'] or 0:>7.1f} {row['errors']:>6} {rss_start:>12.1f} {rss_end:>10.1f}")
+        if abusive:
+            print(f"# abusive: {abusive['idle_connections']} idle connections held; oversized bodies "
+                  f"{abusive['oversized']}; bursts of {abusive['burst_size']}: {abusive['burst']}, slowest answer "
+                  f"{abusive['burst_slowest_s']} s")
         print(f"# json {json.dumps(row)}")
 
 

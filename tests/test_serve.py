@@ -3,8 +3,10 @@ and the page in headless Chromium (skipped without it, except where ``$STN_GTSRB
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
 import io
 import json
@@ -15,7 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import urllib.request
 import warnings
@@ -44,11 +46,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette's note on the httpx its test client uses
     from fastapi.testclient import TestClient
 
-from stn_gtsrb.serve import create_app  # noqa: E402
+import uvicorn  # noqa: E402
+
+from stn_gtsrb.serve import create_app, listening_socket  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 REQUIRE_BROWSER_ENV = "STN_GTSRB_REQUIRE_BROWSER"  # set by CI, which installs Chromium: a skip is a failure there
 SCREENSHOT_ENV = "STN_GTSRB_SCREENSHOT"  # where the browser test also saves its screenshot (docs/serve.png)
+BOUNDARY = "stn-gtsrb-test"
 REAL_TEST_IMAGE = "GTSRB/Final_Test/Images/00008.ppm"  # a road-works sign, shown when the real archives are there
 
 
@@ -206,15 +211,10 @@ def test_unknown_routes_and_methods_are_json_errors(client):
     assert client.get("/api/nothing").json() == {"error": "no such route: GET /api/nothing"}
 
 
-def test_an_upload_never_touches_the_disk(client, monkeypatch):
-    """A 3 MB upload (over Starlette's 1 MB spooling threshold) is answered with temporary files forbidden."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a temporary file was opened")
-
+def test_an_upload_over_the_form_parser_s_spooling_threshold_is_answered(client):
+    """A 3 MB upload: Starlette's form parser spools a file part over 1 MB to a temporary file."""
     noise = png_bytes(Image.effect_noise((1000, 1000), 80).convert("RGB"))
     assert len(noise) > 2**21
-    for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp"):
-        monkeypatch.setattr(tempfile, name, forbidden)
     assert client.post("/api/predict", files={"image": ("n.png", noise, "image/png")}).status_code == 200
 
 
@@ -266,6 +266,101 @@ def test_a_slow_model_or_a_full_queue_gets_503_in_bounded_time(served, sign):
         assert codes[0] == 200 and codes[-1] == 503  # every request answered: some served, the rest refused
         busy = [a.json()["error"] for a in answers if a.status_code == 503]
         assert set(busy) == {"the server is busy: 1 images are already waiting"}
+
+
+def test_requests_beyond_the_bound_in_progress_get_503_at_once(served, sign):
+    with TestClient(create_app(slowed(served, 0.5), max_active=2)) as client:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: post(client, sign), range(6)))
+        assert post(client, sign).status_code == 200  # the slots are free again
+    codes = sorted(a.status_code for a in answers)
+    assert codes[0] == 200 and codes[-1] == 503
+    assert {a.json()["error"] for a in answers if a.status_code == 503} == {
+        "the server is busy: 2 requests are already in progress"}
+
+
+@contextlib.contextmanager
+def running(app):
+    """``app`` served by uvicorn on a free port of 127.0.0.1, in a thread: yields the port."""
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def request_bytes(body: bytes, length: int | None = None) -> bytes:
+    """A POST of ``body`` to /api/predict as multipart (``length``: the Content-Length it claims)."""
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n")
+    return head.encode() + body
+
+
+def multipart(image: bytes) -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"s.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+async def answer(port: int, data: bytes) -> tuple[int, dict]:
+    """Send ``data`` on a connection of its own; the answer's status and JSON body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        return status, json.loads(await reader.read())
+    finally:
+        writer.close()
+
+
+def test_a_body_that_never_ends_gets_408_and_idle_connections_block_nobody(served, sign):
+    async def scenario(port: int):
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(100)]  # never say a word
+        started = time.monotonic()
+        slow = await answer(port, request_bytes(multipart(sign)[:50], length=len(multipart(sign))))
+        waited = time.monotonic() - started
+        normal = await answer(port, request_bytes(multipart(sign)))
+        for _, writer in idle:
+            writer.close()
+        return slow, waited, normal
+
+    with running(create_app(served, timeout=0.5)) as port:
+        (status, body), waited, (normal_status, _) = asyncio.run(scenario(port))
+    assert status == 408 and body == {"error": "the upload did not arrive within 0.5 s"} and waited < 5
+    assert normal_status == 200
+
+
+def test_500_concurrent_connections_all_get_an_answer_within_a_minute(sign):
+    """The command as a real process on 127.0.0.1: every connection is answered, 200 or a 503 JSON refusal."""
+    async def hammer(port: int) -> list[tuple[int, dict]]:
+        data = request_bytes(multipart(sign))
+        return await asyncio.wait_for(asyncio.gather(*(answer(port, data) for _ in range(500))), 60)
+
+    process, url = start("--pretrained", "--max-requests", "64")
+    try:
+        started = time.monotonic()
+        answers = asyncio.run(hammer(int(url.rstrip("/").rsplit(":", 1)[1])))
+        elapsed = time.monotonic() - started
+        with urllib.request.urlopen(url + "healthz", timeout=30) as response:
+            assert json.load(response) == {"status": "ok"}
+        stop(process, signal.SIGTERM)
+    finally:
+        process.kill()
+    codes = [status for status, _ in answers]
+    assert len(answers) == 500 and set(codes) <= {200, 503} and codes.count(200) >= 64, sorted(set(codes))
+    assert all("top" in body for status, body in answers if status == 200)
+    assert {body["error"].split(":")[0] for status, body in answers if status == 503} <= {"the server is busy"}
+    assert elapsed < 60
 
 
 def test_a_phone_photo_is_read_as_it_is_shown(client, official):

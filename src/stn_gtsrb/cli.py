@@ -267,7 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise
         raise StnError(f"serve needs {missing.name}: pip install 'stn-gtsrb[serve]'") from None
     for option, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
-                          ("--max-batch", args.max_batch)):
+                          ("--max-batch", args.max_batch), ("--max-requests", args.max_requests)):
         if not value > 0:
             raise StnError(f"{option} must be positive, got {value}")
     serve.check_port(args.port)
@@ -282,7 +282,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             _print_err("stn-gtsrb: note: no prepared data cache, so no random test images "
                        "('stn-gtsrb data prepare')")
     app = serve.create_app(served, cached["test"] if cached else None, int(args.max_upload_mb * 2**20),
-                           int(args.max_megapixels * 1e6), args.max_batch)
+                           int(args.max_megapixels * 1e6), args.max_batch, max_active=args.max_requests)
     serve.run(app, args.host, args.port, echo=_print_err)
 
 

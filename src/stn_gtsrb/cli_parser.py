@@ -14,7 +14,7 @@ from . import __version__
 from .archives import DATA_DIR_ENV, SOURCE_ENV
 from .checkpoints import DEFAULT_PRETRAINED, PRETRAINED
 from .config import TrainConfig
-from .inference import MAX_BATCH, MAX_MEGAPIXELS, MAX_UPLOAD_MB
+from .inference import MAX_ACTIVE, MAX_BATCH, MAX_MEGAPIXELS, MAX_UPLOAD_MB
 from .models import list_models, model_spec
 from .recipes import list_recipes
 from .robustness import DEFAULT_LEVELS, UNITS
@@ -110,6 +110,8 @@ def _add_serve_parser(commands) -> None:
                     help="largest image, in millions of pixels, checked before decoding (default: %(default)s)")
     se.add_argument("--max-batch", type=int, default=MAX_BATCH,
                     help="most concurrent requests run in one forward pass (default: %(default)s; 1: one at a time)")
+    se.add_argument("--max-requests", type=int, default=MAX_ACTIVE,
+                    help="most requests in progress at once; one beyond is answered 503 (default: %(default)s)")
     _add_device(se)
     _add_data_options(se)
 

@@ -42,6 +42,7 @@ SHIFT = (-LIMITS["shift"][1], LIMITS["shift"][1])  # fraction of the side, per a
 MAX_UPLOAD_MB, MAX_MEGAPIXELS = 10, 50  # a server's default limits on a request body and an image's pixels
 MAX_PIXELS = MAX_MEGAPIXELS * 10**6  # checked on the image's header, so a decompression bomb is refused
 MAX_BATCH = 16  # a server's default limit on the requests run in one forward pass
+MAX_ACTIVE = 64  # a server's default limit on requests in progress (reading, decoding, waiting); beyond: 503
 
 class ImageTooLarge(StnError):
     """An upload of more pixels than allowed (a decompression bomb, or just too big)."""

@@ -16,16 +16,22 @@ module, which the CLI imports when ``serve`` runs.
 
 Every error is a JSON object ``{"error": "one line"}`` with a 4xx status:
 bodies over ``max_upload_bytes`` (413, checked on Content-Length and while
-reading), images of more than ``max_pixels`` (413), unreadable images or forms
-(400), bad parameters (422), unknown routes (404). The body is held in memory
-and never written to disk, and no parameter names a file.
+reading), a body not received within ``timeout`` seconds (408), images of more
+than ``max_pixels`` (413), unreadable images or forms (400), bad parameters
+(422), unknown routes (404). The body is read into memory, then parsed by
+Starlette's public form parser (``Request.form``, one file, few fields), which
+spools a file part over 1 MB to an unnamed temporary file, closed once the
+image is read; no parameter names a file. An image costs about 3 bytes per
+pixel once decoded: the default 50-megapixel limit bounds one at about 150 MB.
 
 Concurrent requests are micro-batched: while the model runs one batch, the
 requests that arrive queue up and go through together in the next forward
 pass (at most ``max_batch`` at a time; 1 runs them one by one). Nothing waits
-without bound: beyond ``MAX_QUEUE`` waiting images, after ``TIMEOUT`` seconds
-without the model's answer, or once the batching task has stopped, a request
-gets a 503 JSON answer, and ``/healthz`` turns 503 with the reason.
+without bound: beyond ``max_active`` requests in progress (reading, decoding
+or waiting for the model), beyond ``max_queue`` waiting images, after
+``timeout`` seconds without the model's answer, or once the batching task has
+stopped, a request gets a 503 JSON answer at once, and ``/healthz`` turns 503
+with the reason. Idle connections cost the server a socket each, not a request slot.
 """
 
 from __future__ import annotations
@@ -47,13 +53,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from . import __version__
 from .classes import CLASS_NAMES
 from .data import GTSRBTensors
 from .errors import StnError
 from .inference import (
+    MAX_ACTIVE,
     MAX_BATCH,
     MAX_PIXELS,
     MAX_UPLOAD_MB,
@@ -70,7 +76,7 @@ from .predictor import Predictor
 
 STATIC = Path(__file__).parent / "static"
 MAX_QUEUE = 256  # images waiting for the model at most; a request beyond gets 503 at once
-TIMEOUT = 30.0  # seconds a request waits for the model before a 503
+TIMEOUT = 30.0  # seconds a request's body may take to arrive (else 408), and it may wait for the model (else 503)
 ROUTING_ERRORS = {"Not Found": "no such route", "Method Not Allowed": "method not allowed"}
 ALL_INTERFACES = ("0.0.0.0", "::", "")
 UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -84,6 +90,24 @@ def error(status: int, message: str) -> JSONResponse:
 
 class Busy(Exception):
     """The server cannot take a request now (its queue is full, or the model is not answering): a 503."""
+
+
+class Admission:
+    """At most ``limit`` requests in progress; one beyond is refused with :class:`Busy` at once, never queued
+    (the event loop runs one coroutine at a time, so a counter is enough)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.active = limit, 0
+
+    @contextlib.contextmanager
+    def slot(self):
+        if self.active >= self.limit:
+            raise Busy(f"the server is busy: {self.limit} requests are already in progress")
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
 
 
 class Batcher:
@@ -144,8 +168,8 @@ class Batcher:
                     future.set_result((probabilities[i], {p: theta[i] for p, theta in thetas.items()}))
 
 
-async def read_image_field(request: Request, limit: int) -> bytes:
-    """The bytes of the multipart field ``image``, the whole body held in memory; HTTPException otherwise."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes (by its Content-Length and as it arrives); else 413."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"the upload is {int(declared):,} bytes, more than the limit of {limit:,}")
@@ -154,34 +178,46 @@ async def read_image_field(request: Request, limit: int) -> bytes:
         body += chunk
         if len(body) > limit:
             raise HTTPException(413, f"the upload is more than the limit of {limit:,} bytes")
+    return bytes(body)
+
+
+async def read_image_field(request: Request, limit: int, timeout: float) -> bytes:
+    """The bytes of the multipart field ``image`` of a body of at most ``limit`` bytes that arrives within
+    ``timeout`` seconds; HTTPException otherwise."""
+    try:
+        body = await asyncio.wait_for(read_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise HTTPException(408, f"the upload did not arrive within {timeout:g} s") from None
     if not body:
         raise HTTPException(400, "the request body is empty: send an image as the multipart form field 'image'")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(400, "send the image as the multipart form field 'image' (multipart/form-data)")
 
-    async def replay():
-        yield bytes(body)
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
 
-    parser = MultiPartParser(request.headers, replay(), max_files=1, max_fields=8)
-    parser.spool_max_size = len(body) + 1  # the upload stays in memory, never in a temporary file
+    try:  # a request of its own over the body read, for Starlette's public form parser
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except HTTPException as failure:
+        raise HTTPException(400, f"unreadable multipart form: {failure.detail}") from None
     try:
-        form = await parser.parse()
-    except MultiPartException as failure:
-        raise HTTPException(400, f"unreadable multipart form: {failure.message}") from None
-    field = form.get("image")
-    if not isinstance(field, UploadFile):
-        raise HTTPException(400, "the form has no file field 'image'")
-    return await field.read()
+        field = form.get("image")
+        if not isinstance(field, UploadFile):
+            raise HTTPException(400, "the form has no file field 'image'")
+        return await field.read()
+    finally:
+        await form.close()
 
 
 def create_app(served: Predictor, samples: GTSRBTensors | None = None, max_upload_bytes: int = MAX_UPLOAD_MB * 2**20,
                max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE,
-               timeout: float = TIMEOUT) -> FastAPI:
+               timeout: float = TIMEOUT, max_active: int = MAX_ACTIVE) -> FastAPI:
     """The web app serving ``served``; ``samples``: test images for ``/api/sample`` (None: none). Its
     batcher is ``app.state.batcher``."""
     size = served.config.image_size
     info = served.info() | {"sample_images": len(samples) if samples is not None else 0}
     batcher = Batcher(served, max_batch, max_queue, timeout)
+    admission = Admission(max_active)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -248,14 +284,15 @@ def create_app(served: Predictor, samples: GTSRBTensors | None = None, max_uploa
                       view: bool = Query(False, description="add the input and each transformer's view as PNGs")):
         """Top classes, and per transformer θ and its sampled region (corners, outline; input pixels), of one image."""
         distortion = Distortion(rotation, scale, shift_x, shift_y)
-        data = await read_image_field(request, max_upload_bytes)
-        try:
-            image = await run_in_threadpool(prepare, data, size, distortion, max_pixels)
-        except ImageTooLarge as failure:
-            return error(413, str(failure))
-        except StnError as failure:
-            return error(400, str(failure))
-        probabilities, thetas = await batcher(image)
+        with admission.slot():
+            data = await read_image_field(request, max_upload_bytes, timeout)
+            try:
+                image = await run_in_threadpool(prepare, data, size, distortion, max_pixels)
+            except ImageTooLarge as failure:
+                return error(413, str(failure))
+            except StnError as failure:
+                return error(400, str(failure))
+            probabilities, thetas = await batcher(image)
         return await run_in_threadpool(describe, image, probabilities, thetas, served.network, distortion, top_k,
                                      view)
 
