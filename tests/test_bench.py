@@ -50,8 +50,8 @@ def two_by_two(tmp_path_factory, prepared, shared_dir):
     its grid file, output directory and records."""
     root = tmp_path_factory.mktemp("two-by-two")
     grid = write_grid(root, TWO_BY_TWO)
-    records = bench.bench(grid, root / "out", workers=2, location=DataLocation(prepared, str(shared_dir)),
-                          echo=quiet)
+    records = bench.bench(grid, root / "out", engines.Engine(workers=2),
+                          engines.CellRuntime(DataLocation(prepared, str(shared_dir))), echo=quiet)
     return grid, root / "out", records
 
 
@@ -109,7 +109,7 @@ def test_ray_engine_gives_the_same_records(data_env, two_by_two, tmp_path):
     grid, _, local = two_by_two
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = bench.bench(grid, tmp_path / "ray", engine="ray", cpus_per_trial=1, echo=quiet)
+        remote = bench.bench(grid, tmp_path / "ray", engines.Engine("ray", cpus_per_trial=1), echo=quiet)
     finally:
         ray.shutdown()
     key = lambda r: r["id"]  # noqa: E731
@@ -125,7 +125,7 @@ def test_ray_engine_gives_the_same_records(data_env, two_by_two, tmp_path):
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray" / "runs").glob("*/last.pt")}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        restored = bench.bench(grid, tmp_path / "ray", engine="ray", cpus_per_trial=1, echo=quiet)
+        restored = bench.bench(grid, tmp_path / "ray", engines.Engine("ray", cpus_per_trial=1), echo=quiet)
     finally:
         ray.shutdown()
     assert sorted(r["test_acc"] for r in restored) == sorted(r["test_acc"] for r in remote)
@@ -259,9 +259,9 @@ def test_stop_with_parent_sends_an_orphaned_process_sigterm(tmp_path):
 
 def test_dry_run_lists_cells_with_repeats(data_env, tmp_path, capsys):
     grid = write_grid(tmp_path, TWO_BY_TWO)
-    bench.bench(grid, tmp_path / "out", repeats=3, dry_run=True)
+    todo = bench.plan(grid, tmp_path / "out", repeats=3)
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "12 runs, 12 to do"
+    assert out[-1] == "12 runs, 12 to do" and len(todo) == 12
     assert sum('seed=3' in line for line in out) == 4
     assert not (tmp_path / "out").exists()
 

@@ -103,8 +103,8 @@ def test_a_network_is_one_registration(monkeypatch, capsys):
     monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))  # the toy leaves with the test
 
     @models.register_model(widths="4,6")
-    def toy(widths, **options):
-        return models.ConvNet([(widths[0], 3)], widths[1], **options)
+    def toy(widths, options):
+        return models.ConvNet([(widths[0], 3)], widths[1], options)
 
     assert list_models() == ["idsia", "lecun", "toy"]
     cfg = TrainConfig(net="toy", st=True, locnet="3,4,5").validate()
@@ -125,8 +125,8 @@ def test_a_registration_must_build_what_it_declares(monkeypatch):
     monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
 
     @models.register_model(widths="4,6")
-    def liar(widths, **options):
-        return models.ConvNet([(widths[0], 3), (widths[0], 3)], widths[1], **options)
+    def liar(widths, options):
+        return models.ConvNet([(widths[0], 3), (widths[0], 3)], widths[1], options)
 
     with pytest.raises(StnError, match="liar's widths give 1 conv blocks but it builds 2"):
         create_model("liar")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .archives import DataLocation
-from .engines import run_local, run_ray
+from .config import TrainConfig
+from .engines import CellRuntime, Engine, run_local, run_ray
 from .errors import StnError
 from .fileio import locked_directory, write_text
 from .grid import Grid, axis_options, describe, expand, load_grid, run_id
@@ -51,35 +51,44 @@ def _claim_directory(out_dir: Path, grid: Grid, extend: bool) -> None:
         write_text(out_dir / GRID_FILE, json.dumps(grid.to_dict(), indent=2) + "\n")
 
 
-def bench(grid_path: Path | str, out_dir: Path | str, engine: str = "local", workers: int = 1,
-          repeats: int | None = None, dry_run: bool = False, extend: bool = False, retry_failed: bool = False,
-          address: str | None = None, cpus_per_trial: int = 1, storage: str | None = None, sort: str = "auto",
-          location: DataLocation | None = None, device: str = "auto", precision: str = "auto",
-          echo=print) -> list[dict]:
-    """Run every cell of the grid not yet recorded in ``out_dir``; return all records."""
-    if engine not in ("local", "ray"):
-        raise StnError(f"unknown engine {engine!r}; valid: local, ray")
-    if workers < 1 or cpus_per_trial < 1:
-        raise StnError("--workers and --cpus-per-trial must be at least 1")
-    grid, out_dir = load_grid(grid_path, repeats), Path(out_dir)
-    configs = expand(grid)
+def _todo(grid: Grid, out_dir: Path, retry_failed: bool) -> tuple[list[TrainConfig], set[str]]:
+    """The grid's runs not recorded in ``out_dir`` (failed ones too, with ``retry_failed``), and the ids recorded."""
     done = {r["id"] for r in read_records(out_dir) if r["status"] == "ok" or not retry_failed}
-    todo = [cfg for cfg in configs if run_id(cfg) not in done]
-    if dry_run:
-        for cfg in configs:
-            state = "done" if run_id(cfg) in done else "todo"
-            echo(f"{state}  {run_id(cfg)}  {describe(cfg.to_dict(), [*axis_options(grid), 'seed'])}")
-        echo(f"{len(configs)} runs, {len(todo)} to do")
-        return read_records(out_dir)
+    return [cfg for cfg in expand(grid) if run_id(cfg) not in done], done
+
+
+def plan(grid_path: Path | str, out_dir: Path | str, repeats: int | None = None, retry_failed: bool = False,
+         echo=print) -> list[TrainConfig]:
+    """Say which runs of the grid are recorded in ``out_dir`` and which are to do (``bench --dry-run``);
+    return those to do. Writes nothing."""
+    grid, out_dir = load_grid(grid_path, repeats), Path(out_dir)
+    todo, done = _todo(grid, out_dir, retry_failed)
+    for cfg in expand(grid):
+        state = "done" if run_id(cfg) in done else "todo"
+        echo(f"{state}  {run_id(cfg)}  {describe(cfg.to_dict(), [*axis_options(grid), 'seed'])}")
+    echo(f"{len(expand(grid))} runs, {len(todo)} to do")
+    return todo
+
+
+def bench(grid_path: Path | str, out_dir: Path | str, engine: Engine | None = None, cell: CellRuntime | None = None,
+          *, repeats: int | None = None, extend: bool = False, retry_failed: bool = False, sort: str = "auto",
+          echo=print) -> list[dict]:
+    """Run every cell of the grid not yet recorded in ``out_dir`` with ``engine`` (default: local, one at a
+    time), each as ``cell`` says (default: the default data place, device and precision); return all records.
+    ``repeats`` overrides the grid's seeds per cell; ``extend`` adds this grid to a directory that holds
+    another's; ``retry_failed`` reruns failed cells; ``sort`` orders the table."""
+    engine, cell = engine or Engine(), cell or CellRuntime()
+    grid, out_dir = load_grid(grid_path, repeats), Path(out_dir)
     with locked_directory(out_dir, "sweep output directory"):  # one runner per directory
         _claim_directory(out_dir, grid, extend)
-        echo(f"{len(configs)} runs ({grid.repeats} seed(s) per cell), {len(configs) - len(todo)} already "
-             f"recorded, {len(todo)} to run with the {engine} engine")
-        cell_options = dict(location=location, device=device, precision=precision)
-        if todo and engine == "local":
-            run_local(todo, out_dir, axis_options(grid), workers, **cell_options)
+        todo, _ = _todo(grid, out_dir, retry_failed)
+        total = len(expand(grid))
+        echo(f"{total} runs ({grid.repeats} seed(s) per cell), {total - len(todo)} already "
+             f"recorded, {len(todo)} to run with the {engine.name} engine")
+        if todo and engine.name == "local":
+            run_local(todo, out_dir, axis_options(grid), engine.workers, cell)
         elif todo:
-            run_ray(todo, out_dir, axis_options(grid), grid, address, cpus_per_trial, storage, **cell_options)
+            run_ray(todo, out_dir, axis_options(grid), grid, engine, cell)
         if (out_dir / RECORDS_FILE).exists():
             echo(f"table: {write_table(out_dir, sort)}")
         return read_records(out_dir)

@@ -29,13 +29,13 @@ import torch
 
 from . import inference, predict, report, robustness_report, visualize
 from .archives import ARCHIVES, DataLocation, expected_hashes, fetch_archives
-from .bench import bench
+from .bench import bench, plan
 from .checkpoints import DEFAULT_PRETRAINED, PRETRAINED, export, pretrained_path
 from .classes import NUM_CLASSES
 from .cli_parser import build_parser
 from .config import TrainConfig
 from .data import cache_path, cached_tensors, load_tensors, prepare, select_split
-from .engines import stop_with_parent
+from .engines import CellRuntime, Engine, stop_with_parent
 from .ensemble import evaluate_ensemble
 from .errors import StnError
 from .evaluation import evaluate
@@ -249,10 +249,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if len(args.target) != 1 or args.output is None:
         raise StnError("usage: stn-gtsrb bench GRID -o DIR")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the sweep like Ctrl-C: its running cells too
-    bench(args.target[0], args.output, engine=args.engine, workers=args.workers, repeats=args.repeats,
-          dry_run=args.dry_run, extend=args.extend, retry_failed=args.retry_failed, address=args.address,
-          cpus_per_trial=args.cpus_per_trial, storage=args.storage, sort=args.sort, location=_location(args),
-          device=args.device, precision=args.precision)
+    if args.dry_run:
+        plan(args.target[0], args.output, args.repeats, args.retry_failed)
+        return
+    engine = Engine(args.engine, args.workers, args.address, args.cpus_per_trial, args.storage)
+    cell = CellRuntime(_location(args), args.device, args.precision)
+    bench(args.target[0], args.output, engine, cell, repeats=args.repeats, extend=args.extend,
+          retry_failed=args.retry_failed, sort=args.sort)
 
 
 SERVE_EXTRA = ("fastapi", "starlette", "uvicorn", "python_multipart")  # the serve extra's modules

@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +35,35 @@ from .config import TrainConfig
 from .errors import StnError
 from .grid import Grid, describe, run_id
 from .results import append_record, read_records
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How a sweep's cells run."""
+
+    name: str = "local"  # "local": subprocesses in threads on this machine; "ray": Ray Tune trials
+    workers: int = 1  # local: cells side by side, the CPU threads split between them
+    address: str | None = None  # ray: the cluster to join (None: start a local one)
+    cpus_per_trial: int = 1  # ray: CPUs, and torch threads, per trial
+    storage: str | None = None  # ray: where Tune keeps the experiment (None: OUT/ray)
+
+    def __post_init__(self):
+        if self.name not in ENGINES:
+            raise StnError(f"unknown engine {self.name!r}; valid: {', '.join(ENGINES)}")
+        if self.workers < 1 or self.cpus_per_trial < 1:
+            raise StnError("--workers and --cpus-per-trial must be at least 1")
+
+
+@dataclass(frozen=True)
+class CellRuntime:
+    """Where every cell finds its data and how it computes: passed to each cell's ``stn-gtsrb train``."""
+
+    location: DataLocation | None = None  # the data (None: the default place)
+    device: str = "auto"  # --device
+    precision: str = "auto"  # --precision
+
 
 # A cell's exit codes when it was stopped (Ctrl-C, SIGTERM) rather than failed: not recorded, so a rerun resumes it.
 _STOPPED = {130, -signal.SIGINT, -signal.SIGTERM}
@@ -92,8 +122,7 @@ def _cell_process(command: list[str], env: dict):
             process.wait()
 
 
-def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, location: DataLocation | None = None, device="auto",
-             precision="auto") -> dict:
+def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, cell: CellRuntime) -> dict:
     """Train one cell in a ``stn-gtsrb train --config RUN/config.json --resume`` subprocess; return its record,
     every figure of which comes from the run's result.json.
 
@@ -107,7 +136,9 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int, location: DataLocati
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_config(run_dir, cfg)
     command = [sys.executable, "-m", "stn_gtsrb.cli", "train", "-o", str(run_dir), "--config", str(config),
-               "--script", "--resume", "--parent-pid", str(os.getpid()), "--device", device, "--precision", precision]
+               "--script", "--resume", "--parent-pid", str(os.getpid()), "--device", cell.device,
+               "--precision", cell.precision]
+    location = cell.location
     command += ["--data-dir", str(location.dir), "--source", location.source] if location else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     started = time.perf_counter()
@@ -139,7 +170,7 @@ def _report(bar, cfg: TrainConfig, record: dict, shown) -> None:
     bar.update()
 
 
-def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, **cell_options) -> None:
+def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int, cell: CellRuntime) -> None:
     """Run the cells in ``workers`` threads; an interrupt (or error) in the runner stops the running cells
     and records none of them; so does a cell stopped on its own (Ctrl-C reaches the cells too)."""
     threads = cell_threads(workers)
@@ -147,7 +178,7 @@ def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, *
     with tqdm(total=len(todo), desc="cells", unit="cell", disable=None) as bar:
         def one(cfg: TrainConfig) -> None:
             try:
-                record = run_cell(cfg, out_dir / "runs" / run_id(cfg), threads, **cell_options)
+                record = run_cell(cfg, out_dir / "runs" / run_id(cfg), threads, cell)
             except KeyboardInterrupt:
                 stop_cells()  # before this worker takes the next cell
                 raise
@@ -166,29 +197,29 @@ def run_local(todo: list[TrainConfig], out_dir: Path, shown, workers: int = 1, *
             pool.shutdown(wait=True)
 
 
-def _ray_trial(config: dict, out_dir: str, threads: int, cell_options: dict) -> None:
+def _ray_trial(config: dict, out_dir: str, threads: int, cell: CellRuntime) -> None:
     from ray import tune
 
     cfg = TrainConfig.from_dict(config["cell"])
-    record = run_cell(cfg, Path(out_dir) / "runs" / run_id(cfg), threads, **cell_options)
+    record = run_cell(cfg, Path(out_dir) / "runs" / run_id(cfg), threads, cell)
     tune.report({"record": json.dumps(record)})
 
 
-def run_ray(todo: list[TrainConfig], out_dir: Path, shown, grid: Grid, address: str | None = None,
-            cpus_per_trial: int = 1, storage: str | None = None, **cell_options) -> None:
+def run_ray(todo: list[TrainConfig], out_dir: Path, shown, grid: Grid, engine: Engine, cell: CellRuntime) -> None:
     """Run the cells as Ray Tune trials; restores the experiment if a previous sweep was interrupted."""
     try:
         import ray
         from ray import tune
     except ImportError:
         raise StnError("the ray engine needs Ray Tune: pip install 'stn-gtsrb[ray]'") from None
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+    storage, cpus_per_trial = engine.storage, engine.cpus_per_trial
+    ray.init(address=engine.address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     if storage is None or "://" not in storage:  # a local path: Tune wants it absolute
         storage = str(Path(storage or out_dir / "ray").resolve())
     name = "stn-gtsrb-" + hashlib.sha256(json.dumps(grid.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     trainable = tune.with_resources(
-        partial(_ray_trial, out_dir=str(out_dir.resolve()), threads=cpus_per_trial, cell_options=cell_options),
+        partial(_ray_trial, out_dir=str(out_dir.resolve()), threads=cpus_per_trial, cell=cell),
         {"cpu": cpus_per_trial})
     experiment = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(experiment):

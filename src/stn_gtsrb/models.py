@@ -28,7 +28,7 @@ projective, ``(B, K², 2)`` thin-plate spline; see families.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -49,7 +49,7 @@ class ModelSpec:
     """A registered network: its builder and the facts the config and the CLI check against."""
 
     name: str
-    build: Callable[..., "ConvNet"]  # (widths: tuple of blocks + 1 ints, **ConvNet options) -> ConvNet
+    build: Callable[..., "ConvNet"]  # (widths: tuple of blocks + 1 ints, NetOptions) -> ConvNet
     widths: str  # default --cnn: each conv block's channels, then the hidden fc layer's units
 
     @property
@@ -75,7 +75,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(*, widths: str) -> Callable:
-    """Decorator registering ``builder(widths, **options) -> ConvNet`` under its function name, with its
+    """Decorator registering ``builder(widths, options: NetOptions) -> ConvNet`` under its function name, with its
     default widths, which give its number of conv blocks (see :class:`ModelSpec`)."""
     def register(build: Callable[..., "ConvNet"]) -> Callable[..., "ConvNet"]:
         _REGISTRY[build.__name__] = ModelSpec(build.__name__, build, widths)
@@ -96,10 +96,15 @@ def model_spec(name: str) -> ModelSpec:
 
 def build_model(name: str, cnn: str = "", **options) -> "ConvNet":
     """Build the registered network ``name``, widths ``cnn`` (empty: its default), with keyword ``options``
-    for :class:`ConvNet` (fresh weights). ``stn_gtsrb.create_model`` (checkpoints.py) adds ``pretrained=True``.
+    (the fields of :class:`NetOptions`; fresh weights). ``stn_gtsrb.create_model`` (checkpoints.py) adds
+    ``pretrained=True``.
     """
     spec = model_spec(name)
-    model = spec.build(spec.parse_widths(cnn), **options)
+    unknown = sorted(set(options) - {f.name for f in fields(NetOptions)})
+    if unknown:
+        raise StnError(f"unknown model option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; valid: "
+                       f"cnn, {', '.join(f.name for f in fields(NetOptions))}")
+    model = spec.build(spec.parse_widths(cnn), NetOptions(**options))
     if model.depth != spec.blocks:
         raise StnError(f"network {name}'s widths give {spec.blocks} conv blocks but it builds {model.depth}")
     return model
@@ -130,58 +135,65 @@ def conv_block(in_channels: int, out_channels: int, kernel: int, cnorm_kernel: s
     return nn.Sequential(*layers)
 
 
+@dataclass(frozen=True)
+class NetOptions:
+    """What a registered network's builder takes besides its widths: ``create_model``'s keywords."""
+
+    image_size: int = 32  # side of the square input images
+    num_classes: int = NUM_CLASSES  # classifier outputs
+    in_channels: int = 3  # input channels
+    transformers: dict = field(default_factory=dict)  # {block position (1-based): loc-net widths "c1,c2,fc"}
+    transform: str | dict = "affine"  # transform family of every transformer, or {position: family} (families.py)
+    tps_grid: int = TPS_GRID  # control points per side of the "tps" family's spline
+    passes: int = 1  # times each transformer is applied (transformer.py)
+    multiscale: bool = False  # concatenate the last block's pooled input to its output
+    cnorm: bool = True  # contrastive normalisation after each block
+    cnorm_kernel: str = "uniform9"  # its kernel (normalization.py)
+    legacy_norm: bool = False  # its stn-gtsrb 0.1 formula
+    batchnorm: bool = False  # BatchNorm between each conv and its ReLU (the conv then has no bias)
+    dropout: float = 0.0  # probability of zeroing each unit of the hidden fc layer while training
+
+
 class ConvNet(nn.Module):
     """Conv blocks, each optionally preceded by a spatial transformer; fc; classifier.
 
     Args:
         convs: ``[(out_channels, kernel), ...]`` for the conv blocks.
         fc_width: units of the hidden fully connected layer.
-        image_size: side of the square input images.
-        transformers: ``{block position (1-based): loc-net widths}``.
-        transform: transform family for all transformers, or ``{position: family}`` (families.py).
-        tps_grid: control points per side of the ``"tps"`` family's spline.
-        passes: how many times each transformer is applied (transformer.py).
-        multiscale: concatenate the last block's pooled input to its output.
-        cnorm: contrastive normalisation after each block; cnorm_kernel its kernel; legacy_norm
-            its stn-gtsrb 0.1 formula (see normalization.py).
-        batchnorm: BatchNorm between each conv and its ReLU (the conv then has no bias).
-        dropout: probability of zeroing each unit of the hidden fc layer while training.
+        options: everything else (:class:`NetOptions`).
     """
 
-    def __init__(self, convs: list[tuple[int, int]], fc_width: int, image_size: int = 32,
-                 num_classes: int = NUM_CLASSES, transformers: dict | None = None,
-                 transform: str | dict = "affine", multiscale: bool = False, cnorm: bool = True,
-                 cnorm_kernel: str = "uniform9", in_channels: int = 3, dropout: float = 0.0,
-                 legacy_norm: bool = False, batchnorm: bool = False, tps_grid: int = TPS_GRID,
-                 passes: int = 1):
+    def __init__(self, convs: list[tuple[int, int]], fc_width: int, options: NetOptions = NetOptions()):
         super().__init__()
-        transformers = dict(transformers or {})
+        transformers, transform = dict(options.transformers), options.transform
         bad = sorted(set(transformers) - set(range(1, len(convs) + 1)))
         if bad:
             raise StnError(f"this network has transformer positions 1 to {len(convs)} (before each conv block), "
                            f"got {bad}")
-        if cnorm and cnorm_kernel not in KERNELS:
-            raise StnError(f"unknown cnorm kernel {cnorm_kernel!r}; valid: {', '.join(KERNELS)}")
-        if not 0 <= dropout < 1:
-            raise StnError(f"dropout must be in [0, 1), got {dropout}")
-        self.image_size, self.multiscale, self.depth, self.dropout = image_size, multiscale, len(convs), dropout
+        if options.cnorm and options.cnorm_kernel not in KERNELS:
+            raise StnError(f"unknown cnorm kernel {options.cnorm_kernel!r}; valid: {', '.join(KERNELS)}")
+        if not 0 <= options.dropout < 1:
+            raise StnError(f"dropout must be in [0, 1), got {options.dropout}")
+        self.image_size, self.multiscale, self.depth = options.image_size, options.multiscale, len(convs)
+        self.dropout = options.dropout
         self.blocks = nn.ModuleList()
         self.transformers = nn.ModuleDict()
-        probe = torch.zeros(1, in_channels, image_size, image_size)
+        probe = torch.zeros(1, options.in_channels, options.image_size, options.image_size)
         with torch.no_grad():
             for position, (width, kernel) in enumerate(convs, 1):
                 if position in transformers:
                     family = transform.get(position, "affine") if isinstance(transform, dict) else transform
                     widths = parse_widths(transformers[position], 3, f"loc-net widths at position {position}")
-                    self.transformers[str(position)] = SpatialTransformer(probe.shape[1], probe.shape[2],
-                                                                          widths, family, tps_grid, passes)
-                self.blocks.append(conv_block(probe.shape[1], width, kernel, cnorm_kernel if cnorm else None,
-                                              legacy_norm, batchnorm))
+                    self.transformers[str(position)] = SpatialTransformer(probe.shape[1], probe.shape[2], widths,
+                                                                          family, options.tps_grid, options.passes)
+                self.blocks.append(conv_block(probe.shape[1], width, kernel,
+                                              options.cnorm_kernel if options.cnorm else None, options.legacy_norm,
+                                              options.batchnorm))
                 probe = self._probe(position, probe)
                 if min(probe.shape[2:]) < 1:
-                    raise StnError(f"image size {image_size} is too small for this network")
+                    raise StnError(f"image size {options.image_size} is too small for this network")
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(probe[0].numel(), fc_width), nn.ReLU(inplace=True))
-        self.classifier = nn.Linear(fc_width, num_classes)
+        self.classifier = nn.Linear(fc_width, options.num_classes)
 
     def _probe(self, position: int, x: torch.Tensor) -> torch.Tensor:
         """Block ``position`` on ``x`` in eval mode: finds the map sizes without touching BatchNorm statistics."""
@@ -226,14 +238,14 @@ class ConvNet(nn.Module):
 
 
 @register_model(widths="108,200,100")
-def lecun(widths: tuple[int, ...], **options) -> ConvNet:
+def lecun(widths: tuple[int, ...], options: NetOptions) -> ConvNet:
     """LeCun-style net: 2 conv blocks (5×5), widths ``conv1,conv2,fc``."""
     c1, c2, fc = widths
-    return ConvNet([(c1, 5), (c2, 5)], fc, **options)
+    return ConvNet([(c1, 5), (c2, 5)], fc, options)
 
 
 @register_model(widths="150,200,300,350")
-def idsia(widths: tuple[int, ...], **options) -> ConvNet:
+def idsia(widths: tuple[int, ...], options: NetOptions) -> ConvNet:
     """IDSIA-like net: 3 conv blocks (7×7, 4×4, 4×4), widths ``conv1,conv2,conv3,fc``."""
     c1, c2, c3, fc = widths
-    return ConvNet([(c1, 7), (c2, 4), (c3, 4)], fc, **options)
+    return ConvNet([(c1, 7), (c2, 4), (c3, 4)], fc, options)
