@@ -78,3 +78,9 @@ def test_every_module_opens_with_a_docstring_and_stays_short():
         assert ast.get_docstring(ast.parse(path.read_text())), f"{path.name} has no module docstring"
         lines = len(path.read_text().splitlines())
         assert lines <= MAX_LINES, f"{path.name} has {lines} lines (at most {MAX_LINES})"
+
+
+def test_the_contributing_guide_lists_every_module():
+    guide = (PACKAGE.parents[1] / "CONTRIBUTING.md").read_text()
+    missing = [path.name for path in PACKAGE.glob("*.py") if path.stem != "__init__" and f"`{path.name}`" not in guide]
+    assert not missing, f"CONTRIBUTING.md's module table lacks {missing}"

@@ -20,8 +20,8 @@ from .checkpoints import create_model, export, load_pretrained, load_trained, pr
 from .config import TrainConfig  # noqa: E402
 from .data import GTSRB, load_split, prepare  # noqa: E402
 from .errors import StnError  # noqa: E402
-from .evaluation import evaluate  # noqa: E402
 from .models import ConvNet, list_models, model_spec, register_model  # noqa: E402
+from .scoring import evaluate  # noqa: E402
 from .train import train  # noqa: E402
 
 __all__ = ["ConvNet", "DataLocation", "GTSRB", "StnError", "TrainConfig", "create_model", "evaluate", "export",

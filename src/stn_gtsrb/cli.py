@@ -36,15 +36,14 @@ from .cli_parser import build_parser
 from .config import TrainConfig
 from .data import cache_path, cached_tensors, load_tensors, prepare, select_split
 from .engines import CellRuntime, Engine, stop_with_parent
-from .ensemble import evaluate_ensemble
 from .errors import StnError
-from .evaluation import evaluate
 from .fileio import read_json
 from .onnx_export import export_onnx
 from .predictor import load_predictor, pretrained_source
 from .recipes import load_recipe
 from .results import write_table
 from .robustness import DEFAULT_LEVELS
+from .scoring import evaluate, evaluate_ensemble
 from .train import train
 
 

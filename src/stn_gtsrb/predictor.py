@@ -29,7 +29,7 @@ from .errors import StnError
 from .evaluation import EVAL_BATCH
 from .models import ConvNet
 from .onnx_export import OnnxClassifier
-from .runtime import autocast_for, resolve_device, resolve_precision
+from .runtime import Runtime, autocast_for
 
 PRETRAINED = "pretrained"  # a source naming the default pretrained model; "pretrained:NAME" names another
 PYTORCH, ONNX = "pytorch", "onnx"
@@ -91,14 +91,17 @@ class Predictor:
                 "config": self.config.to_dict()}
 
 
-def torch_tracer(model: ConvNet, normalizer: Normalizer, precision: str) -> Tracer:
-    """The tracer of a PyTorch model in eval mode, its normaliser and an autocast precision."""
+def torch_tracer(model: ConvNet, normalizer: Normalizer, precision: str,
+                 layout: torch.memory_format = torch.contiguous_format) -> Tracer:
+    """The tracer of a PyTorch model in eval mode, its normaliser, an autocast precision and the memory
+    layout of the images it is given (the model's own)."""
     device = next(model.parameters()).device
 
     @torch.no_grad()
     def trace(images: torch.Tensor):
+        x = normalizer(images.to(device)).contiguous(memory_format=layout)  # in float32, as training normalised
         with autocast_for(device, precision):
-            logits, thetas, _ = model.trace(normalizer(images.to(device)))
+            logits, thetas, _ = model.trace(x)
         return logits.float().softmax(1).cpu(), {p: theta.float().cpu() for p, theta in thetas.items()}
 
     return trace
@@ -123,15 +126,16 @@ def source_path(source: Path | str) -> Path:
     return pretrained_path(name) if name else Path(source)
 
 
-def load_predictor(source: Path | str, *, best: bool = False, precision: str = "fp32",
+def load_predictor(source: Path | str, *, best: bool = False, precision: str | None = "fp32",
                    device: str = "cpu") -> Predictor:
-    """A Predictor of ``source`` (see the module docstring); StnError for a source or option that does not fit."""
+    """A Predictor of ``source`` (see the module docstring); StnError for a source or option that does not fit.
+    ``precision`` None: the one the model's recorded metrics were measured in (else fp32)."""
     path = source_path(source)
     name = str(source) if pretrained_name(source) else path.name
     if path.suffix == ".onnx":
         if best:
             raise StnError("--best picks a checkpoint in a run directory, not an ONNX file")
-        if precision not in ("fp32", "auto"):
+        if precision not in ("fp32", "auto", None):
             raise StnError(f"an ONNX file runs in float32 (onnxruntime), not --precision {precision}")
         if device not in ("cpu", "auto"):
             raise StnError(f"an ONNX file runs on the CPU (onnxruntime), not on --device {device}")
@@ -141,6 +145,7 @@ def load_predictor(source: Path | str, *, best: bool = False, precision: str = "
         raise StnError("--best picks a checkpoint in a run directory, not a pretrained model")
     checkpoint = load_checkpoint(path, best)
     model, cfg, normalizer = trained_from_checkpoint(checkpoint, str(path), device)
-    precision = resolve_precision(precision, resolve_device(device))
-    return Predictor(torch_tracer(model, normalizer, precision), cfg, model, name, PYTORCH, normalizer, precision,
-                     checkpoint["epoch"], checkpoint["metrics"])
+    runtime = Runtime.resolve(device, precision or checkpoint["metrics"].get("precision", "fp32"))
+    model, _ = runtime.model(model)
+    return Predictor(torch_tracer(model, normalizer, runtime.precision, runtime.layout), cfg, model, name, PYTORCH,
+                     normalizer, runtime.precision, checkpoint["epoch"], checkpoint["metrics"])

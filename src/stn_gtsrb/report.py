@@ -7,13 +7,13 @@ from pathlib import Path
 import torch
 
 from .archives import DataLocation
-from .checkpoints import checkpoint_path, load_trained
+from .checkpoints import checkpoint_path
 from .classes import CLASS_NAMES
-from .device_data import load_device_data
 from .errors import StnError
-from .evaluation import predict
 from .fileio import atomic_write
+from .predictor import load_predictor
 from .runs import read_log
+from .scoring import split_data
 
 try:
     import matplotlib
@@ -66,10 +66,9 @@ def report(run_dir: Path | str, out_dir: Path | str | None = None, location: Dat
     curves = atomic_write(out_dir / "curves.png", lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)
 
-    model, cfg, normalizer = load_trained(model_file, device)
-    data = load_device_data(cfg, next(model.parameters()).device, location, normalizer=normalizer, splits=("test",))
-    images, labels = data.splits["test"]
-    matrix = confusion_matrix(labels.cpu(), predict(model, images).cpu())
+    predictor = load_predictor(run_dir, best=best, device=device)
+    data = split_data(predictor, "test", location)
+    matrix = confusion_matrix(data.labels, predictor.predict(data.images))
     figure, (matrix_axis, text_axis) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [3, 2]})
     matrix_axis.imshow(torch.log1p(matrix.float()).numpy(), cmap="viridis")
     matrix_axis.set(title=f"test confusion (log scale), accuracy {100 * matrix.trace() / matrix.sum():.2f}%",

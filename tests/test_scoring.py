@@ -10,9 +10,9 @@ from cli_helpers import quiet, run_cli
 from stn_gtsrb import TrainConfig, evaluate, train
 from stn_gtsrb.checkpoints import load_trained
 from stn_gtsrb.data import load_tensors
-from stn_gtsrb.ensemble import TTA_VIEWS, evaluate_ensemble, model_probabilities, view
 from stn_gtsrb.evaluation import probabilities
 from stn_gtsrb.predictor import load_predictor
+from stn_gtsrb.scoring import TTA_VIEWS, evaluate_ensemble, model_probabilities, view
 
 
 def test_the_first_view_is_the_image_itself_and_the_others_move_it():
