@@ -95,9 +95,9 @@ def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path, aug
     assert read_log(tmp_path / "split")[-1]["train_loss"] == read_log(tmp_path / "full")[-1]["train_loss"]
 
 
-@pytest.mark.parametrize("lever", [{"straighten": 1.0}, {"passes": 2}, {"jitter_content_scale": True}],
-                         ids=["straighten", "passes", "content-scale"])
-def test_the_robust_levers_train_resume_and_reload(data_env, tmp_path, lever):
+@pytest.mark.parametrize("lever", [{"straighten": 1.0}, {"passes": 2}, {"jitter_content_scale": True},
+                                   {"whiten": True}], ids=["straighten", "passes", "content-scale", "whiten"])
+def test_the_levers_train_resume_and_reload(data_env, tmp_path, lever):
     cfg = {**TINY, "epochs": 2, "n": 300, "st": True, "locnet": "4,4,8", "jitter_rot": 30.0, "jitter_scale": 0.3,
            "jitter_tilt": 30.0}
     plain = train(TrainConfig(**cfg), tmp_path / "plain", echo=quiet)

@@ -82,6 +82,8 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, "L2 weight decay")
     momentum: float = _opt(0.0, "momentum (sgd: Torch7's, with dampening = momentum; nesterov; rmsprop)")
     locnet_lr_mult: float = _opt(1.0, "learning-rate multiplier for the localisation nets")
+    whiten: bool = _opt(False, "initialise the first conv's filters from a whitening of the training images' "
+                               "patches, as airbench does (they stay trainable)")
     dropout: float = _opt(0.0, "dropout probability on the hidden fully connected layer while training")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     ema: float = _opt(0.0, "decay of an exponential moving average of the weights (e.g. 0.999), which is then "

@@ -37,6 +37,7 @@ from .errors import StnError
 from .evaluation import accuracy
 from .models import ConvNet, count_parameters
 from .runtime import Runtime, autocast_for, device_name, rng_state, set_rng_state
+from .whitening import whiten
 
 
 @dataclass
@@ -216,6 +217,10 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
     model, forward = runtime.model(cfg.network())
     optimizer = build_optimizer(cfg, model)
     first_epoch, step, best = _restore(run_dir, checkpoint, model, optimizer, echo)
+    setup = time.perf_counter()
+    if cfg.whiten and step == 0:  # a fresh run: the first conv starts whitened, timed as epoch 1's training
+        whiten(model.blocks[0][0], data.splits["train"][0], torch.Generator().manual_seed(cfg.seed))
+    setup = time.perf_counter() - setup
     ema = WeightAverage(model, cfg.ema, updates=step) if cfg.ema else None
     if ema is not None and checkpoint is not None:
         ema.model.load_state_dict(checkpoint["model"])
@@ -236,7 +241,7 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
         loss, train_acc, step = train_epoch(forward, optimizer, cfg, train_x, train_y, epoch, step,
                                             runtime.precision, progress, on_step=on_step if callbacks else None,
                                             ema=ema)
-        train_seconds = time.perf_counter() - t0
+        train_seconds, setup = time.perf_counter() - t0 + setup, 0.0
         record = {"epoch": epoch, "train_loss": loss, "train_acc": train_acc}
         if cfg.val:
             record["val_acc"] = accuracy(evaluated, *splits["val"], precision=runtime.precision)
