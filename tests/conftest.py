@@ -22,6 +22,8 @@ from stn_gtsrb.visualize import TrainingRecorder
 from synthetic_gtsrb import write_archives
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+REQUIRE_BROWSER_ENV = "STN_GTSRB_REQUIRE_BROWSER"  # set by CI, which installs Chromium and npm: a skip fails there
 REAL = Path(os.environ.get("STN_GTSRB_SHARED", REPO.parent / "shared" / "gtsrb"))
 REQUIRE_REAL_ENV = "STN_GTSRB_REQUIRE_REAL"  # set by CI, which has the real archives: a skip is a failure there
 
@@ -160,3 +162,21 @@ def mirror(shared_dir, tmp_path) -> callable:
         return folder
 
     return make
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        reason = f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+        if os.environ.get(REQUIRE_BROWSER_ENV):
+            pytest.fail(f"{reason}, and ${REQUIRE_BROWSER_ENV} says they must be there")
+        pytest.skip(reason)
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1000,760", "--hide-scrollbars"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(str(CHROMEDRIVER)))
+    yield driver
+    driver.quit()

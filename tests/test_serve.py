@@ -50,8 +50,6 @@ import uvicorn  # noqa: E402
 
 from stn_gtsrb.serve import create_app, listening_socket  # noqa: E402
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-REQUIRE_BROWSER_ENV = "STN_GTSRB_REQUIRE_BROWSER"  # set by CI, which installs Chromium: a skip is a failure there
 SCREENSHOT_ENV = "STN_GTSRB_SCREENSHOT"  # where the browser test also saves its screenshot (docs/serve.png)
 BOUNDARY = "stn-gtsrb-test"
 REAL_TEST_IMAGE = "GTSRB/Final_Test/Images/00008.ppm"  # a road-works sign, shown when the real archives are there
@@ -379,7 +377,7 @@ def test_a_phone_photo_is_read_as_it_is_shown(client, official):
 def test_the_page_has_an_icon(client):
     icon = client.get("/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
-    assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").text
+    assert '<link rel="icon" href="static/favicon.svg"' in client.get("/").text
 
 
 def test_an_onnx_model_is_served_with_its_transformers(served, sign, tmp_path):
@@ -494,24 +492,6 @@ def test_without_the_serve_extra_the_command_names_it(monkeypatch):
 
 
 # ---------------------------------------------------------------- the page, in a real browser
-
-@pytest.fixture
-def browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        reason = f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
-        if os.environ.get(REQUIRE_BROWSER_ENV):
-            pytest.fail(f"{reason}, and ${REQUIRE_BROWSER_ENV} says they must be there")
-        pytest.skip(reason)
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1000,760", "--hide-scrollbars"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(str(CHROMEDRIVER)))
-    yield driver
-    driver.quit()
-
 
 def sign_file(folder: Path, official) -> Path:
     """A real test sign when the real archives are there, else a synthetic one, as a file."""

@@ -45,6 +45,7 @@ from .results import write_table
 from .robustness import DEFAULT_LEVELS
 from .scoring import evaluate, evaluate_ensemble
 from .train import train
+from .web_export import export_site
 
 
 def _model_path(args: argparse.Namespace) -> Path:
@@ -202,7 +203,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    """The model as a weights file (.safetensors) or an ONNX graph (.onnx), by the output's suffix."""
+    """The model as a weights file (.safetensors) or an ONNX graph (.onnx), by the output's suffix, or a site."""
+    if args.ort is not None and args.web is None:
+        raise StnError("--ort goes with --web: it is the onnxruntime-web the site uses")
+    if args.web is not None:
+        site = export_site(load_predictor(_model_path(args), best=args.best), args.web, args.ort, args.overwrite,
+                           _location(args))
+        examples = f"{site['examples']} example images" if site["examples"] else (
+            "no example images (no prepared data cache: 'stn-gtsrb data prepare')")
+        print(f"wrote {site['folder']}/: {site['files']} files, {site['bytes'] / 1e6:.1f} MB (the model "
+              f"{site['model_bytes'] / 1e6:.1f} MB), {examples}; open index.html through a static web server")
+        return
     if args.output.suffix == ".onnx":
         if args.output.exists() and not args.overwrite:
             raise StnError(f"{args.output} exists: use --overwrite to replace it")

@@ -19,6 +19,7 @@ from .models import list_models, model_spec
 from .recipes import list_recipes
 from .robustness import DEFAULT_LEVELS, UNITS
 from .runtime import LAYOUTS, PRECISIONS
+from .web_export import ORT_VERSION
 
 DESCRIPTION = "Spatial transformer networks on GTSRB: train, benchmark, explain."
 
@@ -211,13 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--plot", type=Path, default=None, help="PNG: each image with its transformers' sampled regions")
     _add_device(pr)
 
-    ex = commands.add_parser("export", help="write a trained model as a .safetensors weights file or an ONNX graph")
+    ex = commands.add_parser("export", help="write a trained model as a .safetensors weights file, an ONNX graph, "
+                                            "or a static web site that runs it in any browser")
     _add_model_options(ex)
-    ex.add_argument("-o", "--output", type=Path, required=True,
-                    help="the file to write: .safetensors (weights) or .onnx (the whole pipeline, for onnxruntime)")
+    written = ex.add_mutually_exclusive_group(required=True)
+    written.add_argument("-o", "--output", type=Path,
+                         help="the file to write: .safetensors (weights) or .onnx (the whole pipeline, "
+                              "for onnxruntime)")
+    written.add_argument("--web", type=Path, metavar="DIR",
+                         help="write a static site into DIR: the page, the model as ONNX run by onnxruntime-web "
+                              "(WebAssembly), example images; open DIR/index.html through any static web server")
+    ex.add_argument("--ort", type=Path, metavar="DIR",
+                    help=f"with --web: copy onnxruntime-web's wasm build from DIR (an npm package's dist folder) "
+                         f"instead of loading it from a CDN (version {ORT_VERSION})")
     ex.add_argument("--full-precision", action="store_true",
                     help=".safetensors: keep float32 parameters (default: float16)")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing file (or the site in DIR)")
+    _add_data_options(ex)
 
     ro = commands.add_parser("robustness", help="models side by side: accuracy under rotation, scale, shift and "
                                                 "tilt, and track stability")

@@ -177,9 +177,9 @@ class Affine(Family):
         return matrix_grid(theta, self.size, self.size)
 
     def onnx_grid(self, theta: torch.Tensor) -> torch.Tensor:
-        """``F.affine_grid`` as a matrix product (ONNX's AffineGrid needs opset 20); equal to 1e-6."""
-        base = F.pad(pixel_centres(self.size, self.size, theta.dtype, theta.device), (0, 1), value=1.0)
-        return (base.reshape(1, -1, 3) @ theta.transpose(1, 2)).reshape(-1, self.size, self.size, 2)
+        """The pixel centres mapped by a matrix product (ONNX's AffineGrid needs opset 20); equal to 1e-6."""
+        return matrix_points(theta, pixel_centres(self.size, self.size, theta.dtype, theta.device)).view(
+            -1, self.size, self.size, 2)
 
     def map_points(self, theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         return matrix_points(theta, points.to(theta))

@@ -34,17 +34,23 @@ TILT_DISTANCE = 3.0  # the tilt's camera distance in half-sides of the image: a 
 
 def content_thetas(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                    direction: torch.Tensor) -> torch.Tensor:
-    """Sampling thetas ``(N, 2, 3)`` (the convention above) that show
-    each image's content turned by ``angle`` degrees, scaled by ``scale`` and moved by ``shift`` of the
-    side towards ``direction``.
+    """Sampling thetas ``(N, 2, 3)`` (the convention above) that show each image's content turned by
+    ``angle`` degrees, scaled by ``scale`` and moved by ``shift`` of the side towards ``direction``
+    (radians): :func:`moved_content_thetas` with the move ``2·shift·(cos, sin)(direction)``."""
+    moved = torch.stack([torch.cos(direction), torch.sin(direction)], dim=1) * 2 * shift.view(-1, 1)
+    return moved_content_thetas(angle, scale, moved)
 
-    The content moves as ``p -> k·R(a)·p + d``; sampling inverts that: ``q -> R(-a)·(q - d) / k``,
-    with ``d`` in normalised coordinates (the side is 2 long).
+
+def moved_content_thetas(angle: torch.Tensor, scale: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+    """Sampling thetas ``(N, 2, 3)`` that show each image's content turned by ``angle`` degrees (clockwise on
+    screen), scaled by ``scale`` and moved by ``moved`` ``(N, 2)`` (x right, y down) in normalised
+    coordinates (the side is 2 long: twice the fraction of the side).
+
+    The content moves as ``p -> k·R(a)·p + d``; sampling inverts that: ``q -> R(-a)·(q - d) / k``.
     """
     radians = angle * math.pi / 180
     cos, sin = torch.cos(radians), torch.sin(radians)
     inverse = torch.stack([cos, sin, -sin, cos], dim=1).view(-1, 2, 2) / scale.view(-1, 1, 1)
-    moved = torch.stack([torch.cos(direction), torch.sin(direction)], dim=1) * 2 * shift.view(-1, 1)
     return torch.cat([inverse, -(inverse @ moved.unsqueeze(2))], dim=2)
 
 
@@ -94,10 +100,12 @@ def matrix_points(theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def matrix_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The sampling grid ``(B, H, W, 2)`` of an affine or projective theta (see :func:`matrix_points`)."""
-    if theta.shape[1:] == (3, 3):
-        return matrix_points(theta, pixel_centres(height, width, theta.dtype, theta.device)).view(-1, height, width, 2)
-    return F.affine_grid(theta, [theta.shape[0], 1, height, width], align_corners=ALIGN_CORNERS)
+    """The sampling grid ``(B, H, W, 2)`` of an affine or projective theta (see :func:`matrix_points`):
+    ``F.affine_grid`` for an affine theta, else (and while exporting to ONNX, whose AffineGrid needs
+    opset 20) the points mapped by a matrix product, the same numbers to 1e-6."""
+    if theta.shape[1:] == (2, 3) and not torch.onnx.is_in_onnx_export():
+        return F.affine_grid(theta, [theta.shape[0], 1, height, width], align_corners=ALIGN_CORNERS)
+    return matrix_points(theta, pixel_centres(height, width, theta.dtype, theta.device)).view(-1, height, width, 2)
 
 
 def sample(x: torch.Tensor, grid: torch.Tensor, padding: str = "zeros") -> torch.Tensor:

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from .data import decode_resized
 from .errors import StnError
-from .geometry import FRAME_CORNERS, OUTLINE_SAMPLES, content_thetas, outline
+from .geometry import FRAME_CORNERS, OUTLINE_SAMPLES, moved_content_thetas, outline
 from .models import ConvNet
 from .predict import top_classes, top_entries
 from .robustness import LIMITS, resample
@@ -42,6 +42,7 @@ SHIFT = (-LIMITS["shift"][1], LIMITS["shift"][1])  # fraction of the side, per a
 MAX_UPLOAD_MB, MAX_MEGAPIXELS = 10, 50  # a server's default limits on a request body and an image's pixels
 MAX_PIXELS = MAX_MEGAPIXELS * 10**6  # checked on the image's header, so a decompression bomb is refused
 MAX_BATCH = 16  # a server's default limit on the requests run in one forward pass
+STATIC = Path(__file__).parent / "static"  # the page's files, shared by serve and export --web
 MAX_ACTIVE = 64  # a server's default limit on requests in progress (reading, decoding, waiting); beyond: 503
 
 class ImageTooLarge(StnError):
@@ -68,10 +69,18 @@ class Distortion:
         """uint8 ``images`` ``(N, 3, S, S)`` distorted (uint8, same shape); the identity returns them as they are."""
         if self == Distortion():
             return images
-        one = torch.ones(len(images))
-        theta = content_thetas(one * self.rotation, one * self.scale, one * math.hypot(self.shift_x, self.shift_y),
-                               one * math.atan2(self.shift_y, self.shift_x))
-        return resample(images, theta)
+        return resample(images, self.thetas(len(images)))
+
+    def thetas(self, n: int) -> torch.Tensor:
+        """Its sampling thetas ``(n, 2, 3)``: :func:`geometry.moved_content_thetas`."""
+        one = torch.ones(n)
+        return moved_content_thetas(one * self.rotation, one * self.scale,
+                                    2 * torch.tensor([[self.shift_x, self.shift_y]]).expand(n, 2))
+
+
+def page(backend: str, footer: str) -> str:
+    """The page (static/index.html) with its back end's script tags and its footer put in."""
+    return (STATIC / "index.html").read_text().replace("<!-- backend -->", backend).replace("<!-- footer -->", footer)
 
 
 def decode(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> torch.Tensor:

@@ -41,14 +41,13 @@ import contextlib
 import random
 import signal
 import socket
-from pathlib import Path
 
 import python_multipart  # noqa: F401 - Starlette's form parser needs it; missing, serve names the extra
 import torch
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -66,15 +65,18 @@ from .inference import (
     ROTATION,
     SCALE,
     SHIFT,
+    STATIC,
     Distortion,
     ImageTooLarge,
     describe,
+    page,
     png_data_url,
     prepare,
 )
 from .predictor import Predictor
 
-STATIC = Path(__file__).parent / "static"
+PAGE = page('<script src="static/server.js"></script>',
+            '<a href="docs">API docs</a> · <a href="api/model">model</a> · runs on this machine only')
 MAX_QUEUE = 256  # images waiting for the model at most; a request beyond gets 503 at once
 TIMEOUT = 30.0  # seconds a request's body may take to arrive (else 408), and it may wait for the model (else 503)
 ROUTING_ERRORS = {"Not Found": "no such route", "Method Not Allowed": "method not allowed"}
@@ -297,8 +299,8 @@ def create_app(served: Predictor, samples: GTSRBTensors | None = None, max_uploa
                                      view)
 
     @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+    async def index() -> HTMLResponse:
+        return HTMLResponse(PAGE)
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:

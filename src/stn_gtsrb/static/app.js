@@ -1,4 +1,7 @@
-// stn-gtsrb serve: the page's behaviour. Plain JavaScript, no libraries, talks only to this server.
+// stn-gtsrb: the page's behaviour, shared by `serve` and `export --web`. Plain JavaScript, no libraries.
+// It asks window.stnBackend (server.js: this server's JSON API; local.js: the model in this browser) for
+//   info() -> the model's record, predict(file, sliders, signal) -> {ok, body: answer or {error}},
+//   sample() -> {file, description} or {error}; the answer has the shape of POST /api/predict's.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -22,19 +25,15 @@ function sliderText(name, value) {
 async function predict() {
   if (!state.file) return;
   const sent = ++state.sent;
-  const params = new URLSearchParams({ view: "1", top_k: "5" });
-  for (const name of SLIDERS) params.set(name, $(name).value);
-  const form = new FormData();
-  form.append("image", state.file, state.file.name || "image");
+  const sliders = Object.fromEntries(SLIDERS.map((name) => [name, Number($(name).value)]));
   if (state.controller) state.controller.abort(); // this request supersedes the one still on its way
   const controller = (state.controller = new AbortController());
   let answer;
   try {
-    const response = await fetch(`/api/predict?${params}`, { method: "POST", body: form, signal: controller.signal });
-    answer = { ok: response.ok, body: await response.json() };
+    answer = await window.stnBackend.predict(state.file, sliders, controller.signal);
   } catch (failure) {
     if (failure.name === "AbortError") return; // superseded: its answer would be stale
-    answer = { ok: false, body: { error: `the server did not answer (${failure.message})` } };
+    answer = { ok: false, body: { error: `no answer (${failure.message})` } };
   }
   if (sent < state.shown) return; // a later request's answer is already on screen
   state.shown = sent;
@@ -121,7 +120,7 @@ function useFile(file, description) {
 
 async function loadModel() {
   try {
-    const info = await (await fetch("/api/model")).json();
+    const info = await window.stnBackend.info();
     const accuracy = Object.entries(info.accuracy).map(([split, value]) => `${split} ${value.toFixed(2)}%`);
     $("model-info").textContent = `${info.name}: ${info.config.net} net, ${info.parameters.toLocaleString()} ` +
       `parameters, ${info.transformers.length} transformer${info.transformers.length === 1 ? "" : "s"}, ` +
@@ -129,20 +128,17 @@ async function loadModel() {
       (accuracy.length ? `, recorded accuracy ${accuracy.join(", ")}` : "");
     $("sample").hidden = !info.sample_images;
   } catch (failure) {
-    $("model-info").textContent = `cannot reach the server (${failure.message})`;
+    $("model-info").textContent = `cannot load the model (${failure.message})`;
   }
 }
 
 async function randomSample() {
-  const response = await fetch("/api/sample");
-  const sample = await response.json();
-  if (!response.ok) {
+  const sample = await window.stnBackend.sample();
+  if (sample.error) {
     showError(sample.error);
     return;
   }
-  const blob = await (await fetch(sample.image)).blob();
-  useFile(new File([blob], `test-${sample.index}.png`, { type: "image/png" }),
-    `test image ${sample.index}, true class ${sample.class}: ${sample.name}`);
+  useFile(sample.file, sample.description);
 }
 
 function setup() {
