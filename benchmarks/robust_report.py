@@ -123,6 +123,12 @@ def main() -> None:
         print(f"| {name} | {clean} | {mean_of(runs, name, 'clean', splits):.2f} | {scores} | "
               f"{mean_of(runs, name, 'score', splits):.2f} | " + " | ".join(f"{means[t]:.2f}" for t in RANGES)
               + f" | {slopes} |")
+    unfinished = [n for n in levers if n not in names]
+    if unfinished:  # a run of it never finished (diverged): the cell is out, as the grids' rules say
+        print(f"\nout, a run of theirs never finished: {', '.join(unfinished)} (finished: "
+              + "; ".join(f"{n} val seed {s} clean {runs[s, n]['clean']:.2f}, score {runs[s, n]['score']:.2f}, "
+                          f"slope {runs[s, n]['slope']:.3f}" for n in unfinished for s in splits if (s, n) in runs)
+              + ")")
     if levers:
         judge_levers(runs, splits, [n for n in levers if n in names], "conv2", args.straightening)
         return
