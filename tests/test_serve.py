@@ -279,15 +279,16 @@ def test_requests_beyond_the_bound_in_progress_get_503_at_once(served, sign):
 
 @contextlib.contextmanager
 def running(app):
-    """``app`` served by uvicorn on a free port of 127.0.0.1, in a thread: yields the port."""
+    """``app`` served by uvicorn on a free port of 127.0.0.1, in a thread: yields the port and the thread."""
     sock = listening_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    app.state.server = server  # as serve.run does
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
     try:
-        yield sock.getsockname()[1]
+        yield sock.getsockname()[1], thread
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -332,10 +333,20 @@ def test_a_body_that_never_ends_gets_408_and_idle_connections_block_nobody(serve
             writer.close()
         return slow, waited, normal
 
-    with running(create_app(served, timeout=0.5)) as port:
+    with running(create_app(served, timeout=0.5)) as (port, _):
         (status, body), waited, (normal_status, _) = asyncio.run(scenario(port))
     assert status == 408 and body == {"error": "the upload did not arrive within 0.5 s"} and waited < 5
     assert normal_status == 200
+
+
+def test_a_server_whose_batcher_dies_stops_and_says_why(served, sign):
+    app = create_app(served)
+    with running(app) as (port, thread):
+        assert asyncio.run(answer(port, request_bytes(multipart(sign))))[0] == 200
+        task = app.state.batcher.task
+        task.get_loop().call_soon_threadsafe(task.cancel)  # the batcher dies
+        thread.join(timeout=10)
+        assert not thread.is_alive() and app.state.died == "the batcher stopped (cancelled)"
 
 
 def test_500_concurrent_connections_all_get_an_answer_within_a_minute(sign):
@@ -504,6 +515,14 @@ def sign_file(folder: Path, official) -> Path:
     return path
 
 
+def top_class_at(url: str, image: bytes, rotation: float) -> int:
+    """The top class the server at ``url`` answers for ``image`` turned by ``rotation`` degrees."""
+    request = urllib.request.Request(f"{url}api/predict?rotation={rotation}", data=multipart(image), method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["top"][0]["class"]
+
+
 def test_the_page_in_headless_chromium(browser, data_env, official, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -535,6 +554,22 @@ def test_the_page_in_headless_chromium(browser, data_env, official, tmp_path):
         assert set(origins) <= {url.rstrip("/"), "null"}  # nothing fetched from elsewhere (data: URLs are 'null')
         shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "serve.png")
         assert browser.save_screenshot(str(shot)) and Image.open(shot).size[0] > 0
+
+        # sliders moved faster than the answers come: each new request aborts the one it supersedes, and the
+        # page ends on the answer to the last position
+        aborted = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1]; const sent = []; const fetch0 = window.fetch;"
+            "window.fetch = (url, options) => { sent.push(options.signal); return fetch0(url, options); };"
+            "const slider = document.getElementById('rotation');"
+            "(async () => { for (let angle = -40; angle <= 40; angle += 8) { slider.value = angle;"
+            "slider.dispatchEvent(new Event('input')); await new Promise(r => setTimeout(r, 45)); }"
+            "await new Promise(r => setTimeout(r, 3000)); window.fetch = fetch0;"
+            "done([sent.length, sent.filter(s => s.aborted).length]); })();")
+        assert aborted[0] >= 2 and aborted[1] >= 1, aborted  # several sent, the superseded ones aborted
+        assert browser.find_element(By.ID, "rotation-value").text == "40°"
+        last = browser.find_element(By.CSS_SELECTOR, "#top li:first-child").get_attribute("data-class")
+        assert int(last) == top_class_at(url, image.read_bytes(), 40)
+        assert not browser.find_element(By.ID, "error").is_displayed()
         stop(process, signal.SIGTERM)
     finally:
         process.kill()

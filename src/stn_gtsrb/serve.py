@@ -31,7 +31,8 @@ without bound: beyond ``max_active`` requests in progress (reading, decoding
 or waiting for the model), beyond ``max_queue`` waiting images, after
 ``timeout`` seconds without the model's answer, or once the batching task has
 stopped, a request gets a 503 JSON answer at once, and ``/healthz`` turns 503
-with the reason. Idle connections cost the server a socket each, not a request slot.
+with the reason; a server started by :func:`run` then stops, and says why.
+Idle connections cost the server a socket each, not a request slot.
 """
 
 from __future__ import annotations
@@ -223,8 +224,18 @@ def create_app(served: Predictor, samples: GTSRBTensors | None = None, max_uploa
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        closing = False
+
+        def stopped(_task) -> None:  # the batcher died while serving: stop the server it runs in, if any
+            if not closing:
+                app.state.died = batcher.failure
+                if getattr(app.state, "server", None) is not None:
+                    app.state.server.should_exit = True
+
         task = batcher.start()
+        task.add_done_callback(stopped)
         yield
+        closing = True
         task.cancel()
 
     app = FastAPI(title="stn-gtsrb", version=__version__, lifespan=lifespan,
@@ -342,6 +353,7 @@ def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, echo=print) -> 
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     echo(f"stn-gtsrb: serving on http://{shown}:{bound_port}/ (Ctrl-C stops)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    app.state.server = server  # a batcher that dies stops it (create_app)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again: ignore that one
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -350,4 +362,6 @@ def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, echo=print) -> 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+    if getattr(app.state, "died", None):
+        raise StnError(f"{app.state.died}, so the server stopped")
     echo("stn-gtsrb: server stopped")
