@@ -89,8 +89,8 @@ def test_a_transformer_of_each_family_exports_to_onnx_and_samples_alike(spec, tm
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), tmp_path / "st.onnx", dynamo=False, opset_version=17,
                           input_names=["x"], output_names=["warped", "theta"], dynamic_axes={"x": {0: "batch"}})
-    session = onnxruntime.InferenceSession(tmp_path / "st.onnx", providers=["CPUExecutionProvider"])
-    warped, theta = session.run(None, {"x": x.numpy()})
+    runner = onnxruntime.InferenceSession(tmp_path / "st.onnx", providers=["CPUExecutionProvider"])
+    warped, theta = runner.run(None, {"x": x.numpy()})
     expected_warped, expected_theta = module(x)
     assert torch.allclose(torch.from_numpy(theta), expected_theta.detach(), atol=1e-6)
     assert torch.allclose(torch.from_numpy(warped), expected_warped.detach(), atol=1e-4)

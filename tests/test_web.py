@@ -99,14 +99,14 @@ def pytorch_answers(source, images: torch.Tensor, distortion: Distortion) -> lis
 
 def test_the_graph_answers_as_serve_does(tiny_runs, data_env, official, tmp_path):
     site = site_of(tmp_path, str(tiny_runs / "st"))
-    session = onnxruntime.InferenceSession(site / "model.onnx", providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
+    runner = onnxruntime.InferenceSession(site / "model.onnx", providers=["CPUExecutionProvider"])
+    names = [output.name for output in runner.get_outputs()]
     images = official["test"].images[:64]
     for distortion in (Distortion(), Distortion(30, 0.8, 0.1, -0.15)):
         feed = {"images": images.float().numpy(),
                 "distortion": np.array([[distortion.rotation, distortion.scale, distortion.shift_x,
                                          distortion.shift_y]] * len(images), dtype=np.float32)}
-        out = dict(zip(names, session.run(None, feed), strict=True))
+        out = dict(zip(names, runner.run(None, feed), strict=True))
         assert np.abs(out["input"] - distortion.apply(images).numpy()).max() <= 1  # rounding, now and then
         for n, answer in enumerate(pytorch_answers(tiny_runs / "st", images, distortion)):
             assert answer["top"][0]["class"] == out["probabilities"][n].argmax()

@@ -11,8 +11,8 @@ window.stnBackend = (() => {
     loading ??= (async () => {
       const model = await (await fetch("model.json")).json();
       ort.env.wasm.wasmPaths = new URL(window.STN_ORT_BASE, document.baseURI).href; // absolute, for import()
-      const session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
-      return { model, session };
+      const runner = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+      return { model, runner };
     })();
     return loading;
   }
@@ -66,7 +66,7 @@ window.stnBackend = (() => {
 
   // Image files and one distortion -> one answer per image, as POST /api/predict gives them.
   async function run(blobs, sliders) {
-    const { model, session } = await load();
+    const { model, runner } = await load();
     const size = model.image_size;
     const area = 3 * size * size;
     const images = new Float32Array(blobs.length * area);
@@ -75,7 +75,7 @@ window.stnBackend = (() => {
     for (let n = 0; n < blobs.length; n++) {
       distortion.set([sliders.rotation, sliders.scale, sliders.shift_x, sliders.shift_y], 4 * n);
     }
-    const out = await session.run({
+    const out = await runner.run({
       images: new ort.Tensor("float32", images, [blobs.length, 3, size, size]),
       distortion: new ort.Tensor("float32", distortion, [blobs.length, 4]),
     });
