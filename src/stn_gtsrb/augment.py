@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .geometry import homogeneous, tilt_thetas, warp
+from .geometry import homogeneous, similarity_thetas, tilt_thetas, warp
 
 
 def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
@@ -33,8 +33,7 @@ def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
     factor = 1 + u[:, 1] * scale
     params = torch.stack([u[:, 0] * rotation_deg * torch.pi / 180, 1 / factor if content_scale else factor,
                           u[:, 2] * 2 * shift, u[:, 3] * 2 * shift], dim=1)
-    cos, sin = params[:, 1] * torch.cos(params[:, 0]), params[:, 1] * torch.sin(params[:, 0])
-    return torch.stack([cos, -sin, params[:, 2], sin, cos, params[:, 3]], dim=1).view(-1, 2, 3)
+    return similarity_thetas(*params.unbind(1))
 
 
 def blur_radius(max_sigma: float) -> int:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import StnError
-from .families import FAMILIES, TPS_GRID, check_tps_grid, create_family
+from .families import FAMILIES, TPS_GRID, check_passes, check_tps_grid, create_family
 from .models import ConvNet, build_model, model_spec, parse_widths
 from .normalization import KERNELS
 
@@ -174,10 +174,7 @@ class TrainConfig:
         if self.transform != "affine" and (self.rot or self.sca or self.tra):
             raise StnError(f"--rot, --sca and --tra restrict the affine family, not --transform {self.transform}")
         check_tps_grid(self.tps_grid)
-        family = create_family(self.transform_spec, self.image_size, self.tps_grid)
-        if self.passes > 1 and not family.composes:
-            raise StnError(f"--passes {self.passes} composes maps, which the {family.name} family cannot; "
-                           f"use affine (or a restriction of it) or projective")
+        check_passes(create_family(self.transform_spec, self.image_size, self.tps_grid), self.passes)
         if self.val and self.test_curve:
             raise StnError("--test-curve scores the test set, which a run with --val never does (the test set stays "
                            "blind while choosing); score a finished run with `stn-gtsrb eval RUN`")

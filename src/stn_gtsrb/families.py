@@ -56,6 +56,7 @@ from .geometry import (
     outline,
     pixel_centres,
     polygon_centre_scale,
+    similarity_thetas,
 )
 
 RESTRICTIONS = ("rotation", "scale", "translation")  # the parts an affine family may be restricted to
@@ -76,6 +77,15 @@ def check_tps_grid(grid: int) -> int:
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
         raise StnError(f"--tps-grid must be an integer of at least 2 (control points per side), got {grid!r}")
     return grid
+
+
+def check_passes(family: "Family", passes: int) -> int:
+    """``passes`` if a transformer of ``family`` can be applied that many times (more than once needs maps
+    that compose); else StnError."""
+    if passes > 1 and not family.composes:
+        raise StnError(f"--passes {passes} composes maps, which the {family.name} family cannot; "
+                       f"use affine (or a restriction of it) or projective")
+    return passes
 
 
 def parse_restriction(spec: str) -> tuple[str, ...]:
@@ -119,6 +129,8 @@ class Family(nn.Module):
         raise NotImplementedError
 
     def onnx_grid(self, theta: torch.Tensor) -> torch.Tensor:
+        """The grid as the export traces it: :meth:`grid` by default (geometry.matrix_grid, which the affine
+        and projective families use, builds it by a matrix product while exporting)."""
         return self.grid(theta)
 
     def map_points(self, theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -170,16 +182,10 @@ class Affine(Family):
         angle = next(columns) if "rotation" in self.restrict else zero
         scale = next(columns) if "scale" in self.restrict else one
         tx, ty = (next(columns), next(columns)) if "translation" in self.restrict else (zero, zero)
-        cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
-        return torch.stack([cos, -sin, tx, sin, cos, ty], dim=1).view(-1, 2, 3)
+        return similarity_thetas(angle, scale, tx, ty)
 
     def grid(self, theta: torch.Tensor) -> torch.Tensor:
         return matrix_grid(theta, self.size, self.size)
-
-    def onnx_grid(self, theta: torch.Tensor) -> torch.Tensor:
-        """The pixel centres mapped by a matrix product (ONNX's AffineGrid needs opset 20); equal to 1e-6."""
-        return matrix_points(theta, pixel_centres(self.size, self.size, theta.dtype, theta.device)).view(
-            -1, self.size, self.size, 2)
 
     def map_points(self, theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         return matrix_points(theta, points.to(theta))

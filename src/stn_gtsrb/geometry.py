@@ -32,6 +32,13 @@ OUTLINE_SAMPLES = 16  # points per side of the outline a curved region is measur
 TILT_DISTANCE = 3.0  # the tilt's camera distance in half-sides of the image: a 37° view of the upright image
 
 
+def similarity_thetas(angle: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+    """Affine thetas ``(N, 2, 3)`` ``[[s·cos a, -s·sin a, tx], [s·sin a, s·cos a, ty]]`` of angles ``a``
+    (radians), scales ``s`` and translations, each ``(N,)``."""
+    cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+    return torch.stack([cos, -sin, tx, sin, cos, ty], dim=1).view(-1, 2, 3)
+
+
 def content_thetas(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                    direction: torch.Tensor) -> torch.Tensor:
     """Sampling thetas ``(N, 2, 3)`` (the convention above) that show each image's content turned by

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import StnError
-from .families import TPS_GRID, Family, create_family
+from .families import TPS_GRID, Family, check_passes, create_family
 from .geometry import sample
 
 
@@ -80,9 +80,7 @@ class SpatialTransformer(nn.Module):
         self.family: Family = create_family(transform, in_size, tps_grid)
         if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
             raise StnError(f"--passes must be a positive integer, got {passes!r}")
-        if passes > 1 and not self.family.composes:
-            raise StnError(f"--passes {passes} composes maps, which the {self.family.name} family cannot; "
-                           f"use affine (or a restriction of it) or projective")
+        check_passes(self.family, passes)
         self.in_channels, self.in_size, self.passes = in_channels, in_size, passes
         self.loc = LocalisationNet(in_channels, in_size, widths, torch.tensor(self.family.identity))
 

@@ -170,9 +170,10 @@ def export_site(predictor: Predictor, folder: Path | str, ort: Path | str | None
         write_text(building / "index.html", site_page(ort))
         outputs = export_graph(predictor, building / "model.onnx")
         examples = write_examples(building, predictor.image_size, location)
+        positions = sorted(int(p) for p in predictor.network.transformers)
         record = {"name": predictor.name, "image_size": predictor.image_size, "classes": list(CLASS_NAMES),
-                  "colours": [hex_colour(DOT_COLOURS[i % len(DOT_COLOURS)]) for i in range(len(outputs[2:]) // 3)],
-                  "positions": sorted(int(p) for p in predictor.network.transformers),
+                  "colours": [hex_colour(DOT_COLOURS[i % len(DOT_COLOURS)]) for i in range(len(positions))],
+                  "positions": positions,
                   "inputs": list(INPUTS), "outputs": outputs, "examples": examples,
                   "onnxruntime_web": {"version": ORT_VERSION, "from": "static/ort/" if ort else ORT_CDN},
                   "info": predictor.info()}
