@@ -19,6 +19,7 @@ import pytest
 import stn_gtsrb
 from stn_gtsrb.checkpoints import PRETRAINED_DIR
 from stn_gtsrb.cli_parser import build_parser
+from stn_gtsrb.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -137,11 +138,14 @@ def test_the_accurate_rows_are_their_committed_seeds(with_transformer):
         assert summary(figures) in document.replace("%**", "%")
 
 
-def test_the_fast_row_is_its_committed_seeds():
-    records = [json.loads(line) for line in (RESULTS / "fast-full-seeds" / "results.jsonl").read_text().splitlines()]
-    figures = [r["test_acc"] for r in records if r["status"] == "ok"]
-    assert len(figures) == 3
-    assert f"**{statistics.mean(figures):.2f} ± {statistics.stdev(figures):.2f}%**" in README
+@pytest.mark.parametrize(("recipe", "folder"), [("fast", "fast-wide-full-seeds"), ("minute", "minute-full-seeds")])
+def test_the_speed_rows_are_their_recipes_committed_seeds(recipe, folder):
+    records = [json.loads(line) for line in (RESULTS / folder / "results.jsonl").read_text().splitlines()]
+    widths = load_recipe(recipe)["cnn"]
+    figures = [r["test_acc"] for r in sorted(records, key=lambda r: r["seed"])
+               if r["status"] == "ok" and r["config"]["cnn"] == widths]
+    assert len(figures) == 5
+    assert summary(figures) in README.replace("%**", "%")
 
 
 def test_the_shipped_models_figure_is_its_record():
