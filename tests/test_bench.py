@@ -18,6 +18,7 @@ from cli_helpers import CLI, run_cli
 from stn_gtsrb import DataLocation, TrainConfig, bench, engines, results
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.grid import axis_options, describe, expand, load_grid, run_id
+from stn_gtsrb.recipes import load_recipe
 
 GRID = """
 [base]
@@ -273,7 +274,22 @@ def test_options_that_change_together_form_one_axis(tmp_path):
     assert axis_options(load_grid(grid)) == ["cnn", "sca", "tra", "st"]
 
 
+def test_recipes_can_vary_and_a_saved_grid_keeps_their_options(tmp_path):
+    grid = load_grid(write_grid(tmp_path, '[base]\nseed = 3\n[grid]\nrecipe = ["minute", "fast"]'))
+    minute, fast = expand(grid)
+    assert minute == TrainConfig.from_dict({**load_recipe("minute"), "seed": 3})
+    assert fast == TrainConfig.from_dict({**load_recipe("fast"), "seed": 3})
+    assert grid.to_dict()["axes"]["recipe"] == [load_recipe("minute"), load_recipe("fast")]  # options, not names
+    tables = load_grid(write_grid(tmp_path, '[grid]\nrun = [{recipe = "paper", epochs = 1}, {epochs = 2}]', "t.toml"))
+    paper, plain = expand(tables)
+    assert paper == TrainConfig.from_dict({**load_recipe("paper"), "epochs": 1})
+    assert plain == TrainConfig.from_dict({"epochs": 2})
+
+
 @pytest.mark.parametrize("text,message", [
+    ('recipe = "fast"\n[grid]\nrecipe = ["minute"]', "a cell names a recipe, and so does the file's top"),
+    ('[base]\nepochs = 2\n[grid]\nrecipe = ["minute"]', "[base] sets epochs, which the cell's recipe sets too"),
+    ('[grid]\nrecipe = ["nope"]', "nope"),
     ('[grid]\npair = [{lrr = 1}]', "[grid] pair: unknown option 'lrr'"),
     ('[grid]\nlearning_rate = [0.1]', "unknown option 'learning_rate'; valid: image_size"),
     ('[grid]\nlr = []', "lr must be a non-empty list of values"),

@@ -15,6 +15,9 @@ the cells are the cartesian product, each run with ``repeats`` seeds::
 Option names are exactly those of ``stn-gtsrb train`` (TrainConfig's fields,
 with ``-`` or ``_``). Options that must change together form one axis whose
 values are tables, under any label: ``"sca+tra" = [{}, {sca = true, tra = true}]``.
+Recipes can vary too, when the file names none at the top: ``recipe = ["minute",
+"fast"]`` in ``[grid]``, or ``recipe = "fast"`` inside a table; each becomes the
+recipe's options as they are when the grid is loaded, so a saved grid keeps them.
 Every cell is validated when the grid is loaded, before anything runs.
 """
 
@@ -59,6 +62,21 @@ def _options(values: dict, where: str) -> dict:
     return options
 
 
+def _cell_recipe(value: dict, top_recipe: bool, base: dict, where: str) -> dict:
+    """A table of options whose ``recipe`` key, if any, is replaced by that recipe's options (the table's own
+    options over them). Refused beside a recipe at the top, or where [base] sets what the recipe sets."""
+    if "recipe" not in value:
+        return _options(value, where)
+    if top_recipe:
+        raise StnError(f"{where}: a cell names a recipe, and so does the file's top; name it in one place")
+    value = dict(value)
+    recipe = load_recipe(value.pop("recipe"))
+    clash = sorted(set(recipe) & set(base))
+    if clash:
+        raise StnError(f"{where}: [base] sets {', '.join(clash)}, which the cell's recipe sets too")
+    return {**recipe, **_options(value, where)}
+
+
 def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
     """Read and check a grid file; ``repeats`` overrides the file's."""
     path = Path(path)
@@ -78,8 +96,11 @@ def load_grid(path: Path | str, repeats: int | None = None) -> Grid:
     for key, values in content.get("grid", {}).items():
         if not isinstance(values, list) or not values:
             raise StnError(f"{path} [grid]: {key} must be a non-empty list of values, got {values!r}")
+        if key == "recipe":  # recipes that vary: each a table of its options
+            values = [{"recipe": value} for value in values]
         if all(isinstance(v, dict) for v in values):  # options set together
-            axes[key] = [_options(value, f"{path} [grid] {key}") for value in values]
+            where = f"{path} [grid] {key}"
+            axes[key] = [_cell_recipe(value, "recipe" in content, base, where) for value in values]
         else:
             options = [_options({key: value}, f"{path} [grid]") for value in values]  # one option, maybe renamed
             axes[next(iter(options[0]))] = [value for option in options for value in option.values()]
