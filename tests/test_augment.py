@@ -103,6 +103,24 @@ def test_content_scale_draws_the_content_s_size_factor():
     assert 0.6 <= content.min() < 0.61 and 1.39 < content.max() <= 1.4
 
 
+def test_graded_jitter_scales_each_images_draws_by_one_magnitude():
+    full = EpochJitter.draw(4000, 45, 0.4, 0.25, 0, torch.Generator().manual_seed(3), "cpu", tilt_deg=60,
+                            content_scale=True)
+    graded = EpochJitter.draw(4000, 45, 0.4, 0.25, 0, torch.Generator().manual_seed(3), "cpu", tilt_deg=60,
+                              content_scale=True, graded=True)
+    replay = torch.Generator().manual_seed(3)
+    magnitude = torch.rand(4000, generator=replay)
+    assert torch.equal(graded.thetas, random_thetas(4000, 45, 0.4, 0.25, replay, True, magnitude))
+    angles = (torch.rand(4000, generator=replay) * 2 - 1) * 60 * magnitude
+    assert torch.equal(graded.tilts, tilt_thetas(angles, torch.randint(0, 2, (4000,), generator=replay)))
+
+    def turn(jitter):  # degrees of each image's rotation
+        return torch.rad2deg(torch.atan2(jitter.thetas[:, 1, 0], jitter.thetas[:, 0, 0])).abs()
+    assert turn(graded).max() > 40 and turn(full).max() > 44  # both reach the range's end
+    assert (turn(graded) < 10).float().mean() > 0.45 > (turn(full) < 10).float().mean()  # mild ones common
+    assert torch.equal(random_thetas(8, 45, 0.4, 0.25, magnitude=torch.zeros(8)), torch.eye(2, 3).expand(8, 2, 3))
+
+
 def test_the_straightening_term_is_zero_for_a_transformer_that_undoes_the_jitter():
     torch.manual_seed(0)
     model = create_model("lecun", cnn="4,4,8", transformers={2: "4,4,4"}, batchnorm=True).train()

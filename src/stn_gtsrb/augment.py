@@ -21,15 +21,19 @@ from .geometry import homogeneous, similarity_thetas, tilt_thetas, warp
 
 
 def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
-                  generator: torch.Generator | None = None, content_scale: bool = False) -> torch.Tensor:
+                  generator: torch.Generator | None = None, content_scale: bool = False,
+                  magnitude: torch.Tensor | None = None) -> torch.Tensor:
     """``n`` random similarity thetas ``(n, 2, 3)`` (geometry.py's affine theta).
 
     Angle uniform in ``±rotation_deg`` degrees, the sampler's scale factor uniform in
     ``[1 - scale, 1 + scale]`` (with ``content_scale``, the content's size factor instead, the
     sampler's being its inverse), shift of each axis uniform in ``±shift`` of the
-    image side (``2·shift`` in normalised coordinates). All zero: identities.
+    image side (``2·shift`` in normalised coordinates). All zero: identities. ``magnitude``
+    ``(n,)`` in [0, 1] scales each image's draws (the ranges become ``±magnitude·range``).
     """
     u = torch.rand(n, 4, generator=generator) * 2 - 1  # uniform in [-1, 1)
+    if magnitude is not None:
+        u = u * magnitude[:, None]
     factor = 1 + u[:, 1] * scale
     params = torch.stack([u[:, 0] * rotation_deg * torch.pi / 180, 1 / factor if content_scale else factor,
                           u[:, 2] * 2 * shift, u[:, 3] * 2 * shift], dim=1)
@@ -74,17 +78,22 @@ class EpochJitter:
     @classmethod
     def draw(cls, n: int, rotation_deg: float, scale: float, shift: float, blur: float,
              generator: torch.Generator, device: torch.device | str, tilt_deg: float = 0.0,
-             content_scale: bool = False) -> "EpochJitter":
+             content_scale: bool = False, graded: bool = False) -> "EpochJitter":
         """Thetas (if any similarity range is non-zero; ``content_scale``: see :func:`random_thetas`), blur
         stds uniform in ``[0, blur]`` (if ``blur > 0``), then tilts of angle uniform in ``±tilt_deg`` about
-        an axis drawn per image (if ``tilt_deg > 0``), from ``generator`` in that order."""
+        an axis drawn per image (if ``tilt_deg > 0``), from ``generator`` in that order. ``graded``: first
+        one magnitude per image, uniform in [0, 1], that scales its similarity and tilt draws, so that mild
+        distortions are common and the full ranges still occur."""
+        magnitude = torch.rand(n, generator=generator) if graded else None
         thetas = None
         if rotation_deg or scale or shift:
-            thetas = random_thetas(n, rotation_deg, scale, shift, generator, content_scale)
+            thetas = random_thetas(n, rotation_deg, scale, shift, generator, content_scale, magnitude)
         sigmas = torch.rand(n, generator=generator) * blur if blur else None
         tilts = None
         if tilt_deg:
             angles = (torch.rand(n, generator=generator) * 2 - 1) * tilt_deg
+            if magnitude is not None:
+                angles = angles * magnitude
             tilts = tilt_thetas(angles, torch.randint(0, 2, (n,), generator=generator))
         return cls(*(t.to(device) if t is not None else None for t in (thetas, sigmas)), blur_radius(blur),
                    tilts.to(device) if tilts is not None else None)

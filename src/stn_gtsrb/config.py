@@ -97,6 +97,8 @@ class TrainConfig:
     jitter_content_scale: bool = _opt(False, "augmentation: draw the content's size factor, not the sampler's, "
                                              "within 1 ± --jitter-scale (0.4: content at 0.6-1.4 times its size, "
                                              "the robustness report's range)")
+    jitter_graded: bool = _opt(False, "augmentation: scale each image's geometric draws by one draw uniform in "
+                                      "0..1, so that mild distortions are common and the full ranges still occur")
     jitter_blur: float = _opt(0.0, "augmentation: Gaussian blur of each training image, std uniform in 0..this "
                                    "many pixels")
     seed: int = _opt(1, "random seed (model init, batch order, subset, augmentation)")
@@ -123,6 +125,11 @@ class TrainConfig:
     def transformers(self) -> dict[int, str]:
         spec = {1: self.locnet if self.st else "", 2: self.locnet2, 3: self.locnet3}
         return {position: widths for position, widths in spec.items() if widths}
+
+    @property
+    def geometric_jitter(self) -> bool:
+        """Whether training images are moved, scaled, turned or tilted."""
+        return bool(self.jitter_rot or self.jitter_scale or self.jitter_shift or self.jitter_tilt)
 
     def network(self) -> ConvNet:
         """A network with fresh weights, as this config describes it."""
@@ -165,8 +172,11 @@ class TrainConfig:
             raise StnError(f"--jitter-tilt must be below {MAX_TILT}, got {self.jitter_tilt}")
         if self.straighten and not self.transformers:
             raise StnError("--straighten acts on a transformer: add one (--st, --locnet2 or --locnet3)")
-        if self.straighten and not (self.jitter_rot or self.jitter_scale or self.jitter_shift or self.jitter_tilt):
+        if self.straighten and not self.geometric_jitter:
             raise StnError("--straighten compares each image with its jittered view: give a geometric jitter "
+                           "(--jitter-rot, --jitter-scale, --jitter-shift or --jitter-tilt)")
+        if self.jitter_graded and not self.geometric_jitter:
+            raise StnError("--jitter-graded scales the geometric jitter: give one "
                            "(--jitter-rot, --jitter-scale, --jitter-shift or --jitter-tilt)")
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")

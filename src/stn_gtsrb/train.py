@@ -122,7 +122,7 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     jitter = EpochJitter.draw(len(labels), cfg.jitter_rot, cfg.jitter_scale, cfg.jitter_shift, cfg.jitter_blur,
                               generator, images.device, tilt_deg=cfg.jitter_tilt,
-                              content_scale=cfg.jitter_content_scale)
+                              content_scale=cfg.jitter_content_scale, graded=cfg.jitter_graded)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     losses = torch.zeros(steps_per_epoch, device=images.device)  # per step, weighted by the batch size
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
