@@ -12,10 +12,11 @@ from PIL import Image
 from cli_helpers import quiet, run_cli
 from stn_gtsrb import TrainConfig, evaluate, train
 from stn_gtsrb.checkpoints import load_trained
+from stn_gtsrb.classes import CLASS_NAMES, MIRROR_PAIRS
 from stn_gtsrb.data import load_tensors, validation_tracks
 from stn_gtsrb.errors import StnError
 from stn_gtsrb.geometry import TILT_DISTANCE, content_thetas, homogeneous, matrix_points, tilt_thetas
-from stn_gtsrb.robustness import DEFAULT_LEVELS, Draws, check_levels, distort, robustness_rows
+from stn_gtsrb.robustness import DEFAULT_LEVELS, Draws, check_levels, distort, mirror_errors, robustness_rows
 from stn_gtsrb.stability import mean_figures, region_spread, trace_transformers, track_figures, track_frames
 from stn_gtsrb.straightening import ANGLES, straightening, turn_thetas
 
@@ -121,6 +122,22 @@ def test_the_rows_are_reproducible_for_a_seed_and_cover_every_level_and_model():
     assert not torch.equal(distort(images, "rotation", 30, draws[0]), distort(images, "rotation", 30, draws[1]))
 
 
+def test_mirror_errors_count_only_images_taken_for_their_mirror_image():
+    labels = torch.tensor([38, 39, 38, 19, 20, 33, 36, 5, 5])
+    predicted = torch.tensor([39, 38, 38, 20, 21, 34, 37, 6, 5])
+    # keep right <-> left twice, curves left -> right, turn right -> left ahead, straight or right -> left;
+    # not: a right answer, curve right -> double curve, a class with no mirror image
+    assert mirror_errors(predicted, labels) == 5
+    assert mirror_errors(labels, labels) == 0
+    swap = {a: b for pair in MIRROR_PAIRS for a, b in (pair, pair[::-1])}
+    assert all(CLASS_NAMES[a].replace("left", "right") == CLASS_NAMES[b].replace("left", "right") or
+               CLASS_NAMES[a].replace("right", "left") == CLASS_NAMES[b].replace("right", "left")
+               for a, b in swap.items())
+    rows = robustness_rows({"swap": lambda x: torch.tensor([swap.get(int(c), int(c)) for c in labels])},
+                           torch.zeros(9, 3, 8, 8, dtype=torch.uint8), labels, {"rotation": (0,)}, seed=0)
+    assert rows[0]["mirror_errors"] == 7 and rows[0]["correct"] == 2
+
+
 @pytest.mark.parametrize("levels,message", [
     ({"rotation": (0, 200)}, "--rotation levels must lie in [0, 180], got 200"),
     ({"scale": (0.0,)}, "--scale levels must lie in [0.25, 4], got 0.0"),
@@ -186,6 +203,7 @@ def test_the_command_writes_tables_a_plot_and_stability_on_unseen_tracks(data_en
     assert set(stability["models"][0]["transformers"]) == {"1", "2"} and stability["models"][1]["transformers"] == {}
     text = (out / "robustness.md").read_text()
     assert "## rotation" in text and "## Track stability" in text and "| 20 |" in text and "## tilt" in text
+    assert "## Mirror images under rotation" in text
     assert "on 258 GTSRB test images" in text
     straight = saved["straightening"]
     assert straight["angles"][0] == -45 and straight["angles"][-1] == 45 and straight["images"] == 258

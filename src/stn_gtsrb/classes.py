@@ -1,4 +1,5 @@
-"""The 43 GTSRB class names, indexed by class id, and their number (the one place they live)."""
+"""The 43 GTSRB class names, indexed by class id, their number, and the pairs that are mirror images (the one
+place they live)."""
 
 CLASS_NAMES = (
     "speed limit 20", "speed limit 30", "speed limit 50", "speed limit 60", "speed limit 70",
@@ -12,3 +13,6 @@ CLASS_NAMES = (
     "roundabout", "end of no overtaking", "end of no overtaking by trucks",
 )
 NUM_CLASSES = len(CLASS_NAMES)
+# Pairs of classes each the mirror image of the other (a turn of the sign can take one towards the other):
+# dangerous curve left / right, turn right / left ahead, go straight or right / left, keep right / left.
+MIRROR_PAIRS = ((19, 20), (33, 34), (36, 37), (38, 39))

@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from .classes import MIRROR_PAIRS, NUM_CLASSES
 from .errors import StnError
 from .geometry import content_thetas, tilt_thetas, warp
 
@@ -110,7 +111,8 @@ Classifier = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (N, 3, S, S)
 def robustness_rows(classifiers: dict[str, Classifier], images: torch.Tensor, labels: torch.Tensor,
                     levels: dict[str, tuple[float, ...]], seed: int, progress: bool = False) -> list[dict]:
     """Accuracy of every classifier at every level of every distortion, as rows
-    ``{"transform", "level", "model", "accuracy", "correct", "total"}``.
+    ``{"transform", "level", "model", "accuracy", "correct", "total", "mirror_errors"}`` (the last:
+    :func:`mirror_errors`).
 
     ``images``: the uint8 images ``(N, 3, S, S)`` all classifiers take; ``labels`` ``(N,)``.
     """
@@ -120,7 +122,19 @@ def robustness_rows(classifiers: dict[str, Classifier], images: torch.Tensor, la
     for transform, level in tqdm(steps, desc="robustness", unit="level", disable=not progress):
         distorted = distort(images, transform, level, draws)
         for name, classify in classifiers.items():
-            correct = int((classify(distorted).cpu() == labels.cpu()).sum())
+            predicted = classify(distorted).cpu()
+            correct = int((predicted == labels.cpu()).sum())
             rows.append({"transform": transform, "level": level, "model": name,
-                         "accuracy": 100.0 * correct / len(labels), "correct": correct, "total": len(labels)})
+                         "accuracy": 100.0 * correct / len(labels), "correct": correct, "total": len(labels),
+                         "mirror_errors": mirror_errors(predicted, labels.cpu())})
     return rows
+
+
+def mirror_errors(predicted: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many images of a class in ``MIRROR_PAIRS`` were taken for their mirror image (keep right for keep
+    left, ...)."""
+    partner = torch.arange(NUM_CLASSES)
+    for a, b in MIRROR_PAIRS:
+        partner[a], partner[b] = b, a
+    paired = partner[labels] != labels
+    return int((paired & (predicted == partner[labels])).sum())

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .archives import DataLocation
+from .classes import CLASS_NAMES, MIRROR_PAIRS
 from .config import TrainConfig
 from .data import GTSRBTensors, Normalizer, load_tensors, select_split, validation_tracks
 from .errors import StnError
@@ -200,6 +201,21 @@ def _accuracy_table(result: dict, transform: str) -> list[str]:
             ""]
 
 
+def _mirror_table(result: dict) -> list[str]:
+    """Per rotation level and model, how many images were taken for their mirror image."""
+    names = [m["name"] for m in result["models"]]
+    cells = {(r["level"], r["model"]): r["mirror_errors"] for r in result["robustness"]
+             if r["transform"] == "rotation" and "mirror_errors" in r}
+    if not cells:
+        return []
+    pairs = ", ".join(f"{CLASS_NAMES[a]} / {CLASS_NAMES[b]}" for a, b in MIRROR_PAIRS)
+    levels = sorted({level for level, _ in cells})
+    return ["## Mirror images under rotation", "",
+            f"Images taken for their mirror image ({pairs}), per rotation level (degrees).", "",
+            *_table(["level", *names], [[f"{level:g}", *(cells[level, name] for name in names)] for level in levels]),
+            ""]
+
+
 def _stability_tables(stable: dict) -> list[str]:
     lines = ["## Track stability", "",
              f"On {len(stable['tracks'])} training tracks ({stable['origin']}), every frame of each.", ""]
@@ -229,6 +245,7 @@ def markdown(result: dict) -> str:
     for transform in TRANSFORMS:
         if transform in result["levels"]:
             lines += _accuracy_table(result, transform)
+    lines += _mirror_table(result)
     if result["stability"]:
         lines += _stability_tables(result["stability"])
     else:
