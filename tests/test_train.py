@@ -41,6 +41,22 @@ def test_short_training_learns_and_writes_the_run_directory(data_env, tmp_path):
     assert checkpoint["epoch"] == 2 and set(checkpoint) >= {"model", "optimizer", "config", "step", "rng"}
 
 
+def test_each_epoch_logs_the_transformers_spread_and_names_one_that_stopped(data_env, tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "st": True, "locnet": "4,4,4"})
+    train(cfg, tmp_path / "alive", echo=quiet)
+    assert read_log(tmp_path / "alive")[0]["theta_spread"]["1"] > 1e-4
+
+    def stop(step):  # every image gets the bias's map, as when a layer of the loc-net's ReLUs all output 0
+        step.model.transformers["1"].loc.head.weight.data.zero_()
+    lines = []
+    train(cfg, tmp_path / "stopped", echo=lines.append, callbacks=[stop])
+    assert read_log(tmp_path / "stopped")[0]["theta_spread"] == {"1": 0.0}
+    assert any(line.startswith("warning: the transformer before block 1 gives every image the same map")
+               for line in lines)
+    train(TrainConfig(**{**TINY, "epochs": 1}), tmp_path / "none", echo=quiet)
+    assert "theta_spread" not in read_log(tmp_path / "none")[0]
+
+
 def test_eval_reproduces_the_logged_accuracy_exactly(data_env, tmp_path):
     cfg = {**TINY, "epochs": 1, "st": True, "locnet": "4,4,4"}
     train(TrainConfig(**cfg, val=True), tmp_path / "val", echo=quiet)

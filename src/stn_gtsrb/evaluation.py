@@ -1,7 +1,8 @@
 """Scoring a model in training: class scores and accuracy of normalised images on the device.
 
 ``train`` scores each epoch through :func:`accuracy`, in batches of ``EVAL_BATCH``, in eval mode, with
-the model's training mode restored after. Saved models are scored through a Predictor (predictor.py;
+the model's training mode restored after, and checks through :func:`theta_spread` that each transformer
+still gives different images different maps. Saved models are scored through a Predictor (predictor.py;
 ``evaluate`` and committees in scoring.py).
 """
 
@@ -14,6 +15,8 @@ from .errors import StnError
 from .runtime import autocast_for
 
 EVAL_BATCH = 500  # images per forward pass when evaluating
+PROBE_IMAGES = 256  # training images (unjittered) whose maps measure each transformer's spread
+STOPPED_SPREAD = 1e-6  # a spread below this: the transformer gives every image the same map
 
 
 @torch.no_grad()
@@ -42,6 +45,24 @@ def predict(model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str = "fp32") -> float:
     """Top-1 accuracy in percent."""
     return 100.0 * (predict(model, images, precision) == labels).sum().item() / len(labels)
+
+
+@torch.no_grad()
+def theta_spread(model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32") -> dict[str, float]:
+    """Per transformer position (a string, as the JSON log keeps it): the standard deviation of its θ over
+    ``images``, averaged over θ's entries. Near 0, its localisation net gives every image the same map: it
+    has stopped working (a layer of ReLUs that all output 0, say), and the network runs without it."""
+    was_training = model.training
+    model.eval()
+    with autocast_for(images.device, precision):
+        _, thetas = model(images, return_thetas=True)
+    model.train(was_training)
+    return {str(position): float(theta.float().flatten(1).std(0).mean()) for position, theta in thetas.items()}
+
+
+def stopped_transformers(spread: dict[str, float]) -> list[str]:
+    """The positions of :func:`theta_spread` whose transformer gives every image the same map."""
+    return [position for position, value in spread.items() if value < STOPPED_SPREAD]
 
 
 def require_val_if_asked(cfg: TrainConfig, split: str) -> None:

@@ -34,7 +34,7 @@ from .data import GTSRBTensors, Normalizer
 from .device_data import load_device_data
 from .ema import WeightAverage
 from .errors import StnError
-from .evaluation import accuracy
+from .evaluation import PROBE_IMAGES, accuracy, stopped_transformers, theta_spread
 from .models import ConvNet, count_parameters
 from .runtime import Runtime, autocast_for, device_name, rng_state, set_rng_state
 from .whitening import whiten
@@ -247,6 +247,8 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
             record["val_acc"] = accuracy(evaluated, *splits["val"], precision=runtime.precision)
         elif cfg.test_curve or epoch == cfg.epochs:
             record["test_acc"] = accuracy(evaluated, *splits["test"], precision=runtime.precision)
+        if cfg.transformers:
+            record["theta_spread"] = theta_spread(evaluated, train_x[:PROBE_IMAGES], runtime.precision)
         record.update(lr=lr, seconds=time.perf_counter() - t0, train_seconds=train_seconds,
                       images_per_s=len(train_y) / train_seconds, precision=runtime.precision)
         improved = cfg.val and (best is None or record["val_acc"] > best)  # the test set never chooses
@@ -256,6 +258,9 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
                                 train_model=model if ema is not None else None)
         runs.save_epoch(run_dir, record, state, improved)
         echo(runs.format_record(record))
+        for position in stopped_transformers(record.get("theta_spread", {})):
+            echo(f"warning: the transformer before block {position} gives every image the same map: its "
+                 "localisation net has stopped learning (a lower --lr or --locnet-lr-mult may keep it alive)")
 
     log = runs.read_log(run_dir)
     scores = runs.judged_scores(cfg, log[-1])
