@@ -132,10 +132,14 @@ def expand(grid: Grid) -> list[TrainConfig]:
 
 
 def axis_options(grid: Grid) -> list[str]:
-    """The option names the grid varies (the keys inside table-valued axes included)."""
+    """The option names the grid varies: each scalar axis, and the keys whose value differs between the
+    tables of a table-valued axis (a recipe's options that every cell shares are left out)."""
     names = []
     for axis, values in grid.axes.items():
-        for key in ([k for v in values for k in v] if isinstance(values[0], dict) else [axis]):
+        keys = [axis]
+        if isinstance(values[0], dict):
+            keys = [k for v in values for k in v if len({json.dumps(w.get(k)) for w in values}) > 1]
+        for key in keys:
             if key not in names:
                 names.append(key)
     return names
