@@ -22,9 +22,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="run directories, checkpoints, or pretrained")
     args = parser.parse_args()
-    images = load_tensors(32)["train"].images[:PROBE_IMAGES]
     for source in args.models:
-        network, normalizer = load_predictor(source).torch_model("theta_spread")
+        predictor = load_predictor(source)
+        network, normalizer = predictor.torch_model("theta_spread")
+        images = load_tensors(predictor.image_size)["train"].images[:PROBE_IMAGES]  # the model's own size
         spread = theta_spread(network, normalizer(images))
         stopped = stopped_transformers(spread)
         print(f"{source}: " + ", ".join(f"before block {p}: {s:.4f}" for p, s in spread.items())

@@ -23,6 +23,7 @@ SAVED_BEFORE = {"legacy_norm": True}  # behaviour of saved configs that lack the
 RENAMED = {"no_norm": "norm", "no_lnorm": "lnorm", "no_cnorm": "cnorm"}  # old name -> switch of the opposite sense
 SCHEDULES = ("none", "step", "cosine", "linear")
 MAX_TILT = 70.0  # degrees: near 71.6° the tilt's camera (geometry.TILT_DISTANCE) would see the horizon
+GEOMETRIC_JITTER = "--jitter-rot, --jitter-scale, --jitter-shift or --jitter-tilt"  # the options that move images
 
 
 def _opt(default, help: str, **metadata):
@@ -173,11 +174,10 @@ class TrainConfig:
         if self.straighten and not self.transformers:
             raise StnError("--straighten acts on a transformer: add one (--st, --locnet2 or --locnet3)")
         if self.straighten and not self.geometric_jitter:
-            raise StnError("--straighten compares each image with its jittered view: give a geometric jitter "
-                           "(--jitter-rot, --jitter-scale, --jitter-shift or --jitter-tilt)")
+            raise StnError(f"--straighten compares each image with its jittered view: give a geometric jitter "
+                           f"({GEOMETRIC_JITTER})")
         if self.jitter_graded and not self.geometric_jitter:
-            raise StnError("--jitter-graded scales the geometric jitter: give one "
-                           "(--jitter-rot, --jitter-scale, --jitter-shift or --jitter-tilt)")
+            raise StnError(f"--jitter-graded scales the geometric jitter: give one ({GEOMETRIC_JITTER})")
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")
         spec.parse_widths(self.cnn)
