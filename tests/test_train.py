@@ -112,7 +112,8 @@ def test_jitter_changes_the_batches_and_resumes_the_same(data_env, tmp_path, aug
 
 
 @pytest.mark.parametrize("lever", [{"straighten": 1.0}, {"passes": 2}, {"jitter_content_scale": True},
-                                   {"whiten": True}], ids=["straighten", "passes", "content-scale", "whiten"])
+                                   {"whiten": True}, {"locnet_act": "leaky"}],
+                         ids=["straighten", "passes", "content-scale", "whiten", "leaky-loc-net"])
 def test_the_levers_train_resume_and_reload(data_env, tmp_path, lever):
     cfg = {**TINY, "epochs": 2, "n": 300, "st": True, "locnet": "4,4,8", "jitter_rot": 30.0, "jitter_scale": 0.3,
            "jitter_tilt": 30.0}

@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stn_gtsrb.errors import StnError
+from stn_gtsrb.evaluation import silent_units
 from stn_gtsrb.families import control_points, create_family
 from stn_gtsrb.geometry import matrix_points, outline, pixel_centres, polygon_centre_scale, sample, warp
+from stn_gtsrb.models import ConvNet, NetOptions
 from stn_gtsrb.transformer import SpatialTransformer
 
 FAMILIES = ["affine", "rotation", "scale", "translation", "rotation+scale", "rotation+translation",
@@ -229,3 +231,26 @@ def test_passes_need_a_family_that_composes():
         SpatialTransformer(3, 8, (2, 2, 2), "tps", passes=2)
     with pytest.raises(StnError, match="--passes must be a positive integer"):
         SpatialTransformer(3, 8, (2, 2, 2), passes=0)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky"])
+def test_a_leaky_loc_net_keeps_a_gradient_through_units_that_are_off(act):
+    torch.manual_seed(0)
+    module = SpatialTransformer(3, 12, (4, 4, 6), act=act)
+    x = torch.randn(5, 3, 12, 12)
+    assert torch.allclose(module(x)[0], x, atol=1e-6)  # still the identity at the start
+    net = ConvNet([(6, 3), (8, 3)], 10, NetOptions(image_size=12, transformers={1: "4,4,6"}, locnet_act=act))
+    with torch.no_grad():
+        for m in (module, net.transformers["1"]):
+            m.loc.fc[0].bias.fill_(-100.0)  # every unit of the fc layer off, for every image
+            m.loc.head.weight.normal_(std=1e-4)
+    silent = silent_units(net, x)["1"]  # per activation layer: conv1, conv2, fc
+    assert len(silent) == 3 and silent[2] == 1.0 and max(silent[:2]) < 1
+    module(x)[0].square().sum().backward()
+    reached = module.loc.fc[0].weight.grad.abs().sum()
+    assert (reached > 0) == (act == "leaky")  # a dead ReLU layer passes nothing back; a leaky one does
+
+
+def test_the_loc_net_activation_is_checked():
+    with pytest.raises(StnError, match="loc-net activation must be one of relu, leaky, got 'tanh'"):
+        SpatialTransformer(3, 8, (2, 2, 2), act="tanh")

@@ -17,6 +17,7 @@ from .errors import StnError
 from .families import FAMILIES, TPS_GRID, check_passes, check_tps_grid, create_family
 from .models import ConvNet, build_model, model_spec, parse_widths
 from .normalization import KERNELS
+from .transformer import LEAKY_SLOPE, LOCNET_ACTIVATIONS
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "rmsprop")
 SAVED_BEFORE = {"legacy_norm": True}  # behaviour of saved configs that lack these options
@@ -69,6 +70,10 @@ class TrainConfig:
                                   "by the jitter (needs a transformer and a geometric jitter)")
     passes: int = _opt(1, "apply each transformer this many times, each pass composing a correction with the "
                           "map so far (inverse-compositional; affine and projective families)")
+    locnet_act: str = _opt("relu", "activation in the localisation nets: relu (the original) or leaky (LeakyReLU, "
+                                   f"slope {LEAKY_SLOPE}: a unit that is off still passes a gradient, so it "
+                                   "cannot die)",
+                           choices=LOCNET_ACTIVATIONS)
     # --- optimisation
     epochs: int = _opt(10, "number of training epochs")
     batch_size: int = _opt(50, "mini-batch size")
@@ -139,7 +144,8 @@ class TrainConfig:
     def model_options(self) -> dict:
         """Keyword arguments for ``create_model(self.net, ...)``."""
         return dict(cnn=self.widths, image_size=self.image_size, transformers=self.transformers,
-                    transform=self.transform_spec, tps_grid=self.tps_grid, passes=self.passes, multiscale=self.ms,
+                    transform=self.transform_spec, tps_grid=self.tps_grid, passes=self.passes,
+                    locnet_act=self.locnet_act, multiscale=self.ms,
                     cnorm=self.cnorm, cnorm_kernel=self.cnorm_kernel, dropout=self.dropout,
                     legacy_norm=self.legacy_norm, batchnorm=self.batchnorm)
 

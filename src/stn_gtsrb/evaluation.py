@@ -2,7 +2,8 @@
 
 ``train`` scores each epoch through :func:`accuracy`, in batches of ``EVAL_BATCH``, in eval mode, with
 the model's training mode restored after, and checks through :func:`theta_spread` that each transformer
-still gives different images different maps. Saved models are scored through a Predictor (predictor.py;
+still gives different images different maps (:func:`silent_units` says which of its loc-net's units have
+died). Saved models are scored through a Predictor (predictor.py;
 ``evaluate`` and committees in scoring.py).
 """
 
@@ -58,6 +59,31 @@ def theta_spread(model: torch.nn.Module, images: torch.Tensor, precision: str = 
         _, thetas = model(images, return_thetas=True)
     model.train(was_training)
     return {str(position): float(theta.float().flatten(1).std(0).mean()) for position, theta in thetas.items()}
+
+
+@torch.no_grad()
+def silent_units(model: torch.nn.Module, images: torch.Tensor) -> dict[str, list[float]]:
+    """Per transformer position: for each activation layer of its localisation net, in order, the fraction of
+    its units (channels) that output nothing above 0 for any of ``images``, in any pass. A ReLU unit off for
+    every image passes no gradient and has died; a whole layer of them stops the transformer."""
+    peaks: dict[torch.nn.Module, torch.Tensor] = {}
+
+    def record(module, _, output):
+        peak = output.float().transpose(0, 1).flatten(1).amax(1)
+        peaks[module] = torch.maximum(peaks[module], peak) if module in peaks else peak
+
+    layers = {position: [m for m in transformer.loc.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU))]
+              for position, transformer in model.transformers.items()}
+    hooks = [m.register_forward_hook(record) for found in layers.values() for m in found]
+    was_training = model.training
+    model.eval()
+    try:
+        model(images)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return {position: [float((peaks[m] <= 0).float().mean()) for m in found] for position, found in layers.items()}
 
 
 def stopped_transformers(spread: dict[str, float]) -> list[str]:

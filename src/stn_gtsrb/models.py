@@ -146,6 +146,7 @@ class NetOptions:
     transform: str | dict = "affine"  # transform family of every transformer, or {position: family} (families.py)
     tps_grid: int = TPS_GRID  # control points per side of the "tps" family's spline
     passes: int = 1  # times each transformer is applied (transformer.py)
+    locnet_act: str = "relu"  # the loc-nets' activation: relu or leaky (transformer.LOCNET_ACTIVATIONS)
     multiscale: bool = False  # concatenate the last block's pooled input to its output
     cnorm: bool = True  # contrastive normalisation after each block
     cnorm_kernel: str = "uniform9"  # its kernel (normalization.py)
@@ -185,7 +186,8 @@ class ConvNet(nn.Module):
                     family = transform.get(position, "affine") if isinstance(transform, dict) else transform
                     widths = parse_widths(transformers[position], 3, f"loc-net widths at position {position}")
                     self.transformers[str(position)] = SpatialTransformer(probe.shape[1], probe.shape[2], widths,
-                                                                          family, options.tps_grid, options.passes)
+                                                                          family, options.tps_grid, options.passes,
+                                                                          options.locnet_act)
                 self.blocks.append(conv_block(probe.shape[1], width, kernel,
                                               options.cnorm_kernel if options.cnorm else None, options.legacy_norm,
                                               options.batchnorm))

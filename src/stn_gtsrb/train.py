@@ -260,7 +260,8 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, runtime: Runtime, data, check
         echo(runs.format_record(record))
         for position in stopped_transformers(record.get("theta_spread", {})):
             echo(f"warning: the transformer before block {position} gives every image the same map: its "
-                 "localisation net has stopped learning (a lower --lr or --locnet-lr-mult may keep it alive)")
+                 "localisation net has stopped learning (--locnet-act leaky, or a lower --lr or --locnet-lr-mult, "
+                 "may keep it alive)")
 
     log = runs.read_log(run_dir)
     scores = runs.judged_scores(cfg, log[-1])

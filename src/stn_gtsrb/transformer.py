@@ -24,10 +24,20 @@ from .errors import StnError
 from .families import TPS_GRID, Family, check_passes, create_family
 from .geometry import sample
 
+LEAKY_SLOPE = 0.1  # the negative slope of the "leaky" loc-net activation
+LOCNET_ACTIVATIONS = ("relu", "leaky")  # ReLU (the original), or LeakyReLU, whose units keep a gradient when off
+
 
 def _pool_if_possible(side: int) -> nn.Module:
     """Max-pool 2 where the map is at least 2 pixels wide (tiny feature maps stay 1×1)."""
     return nn.MaxPool2d(2) if side >= 2 else nn.Identity()
+
+
+def activation(name: str) -> nn.Module:
+    """The loc-net's activation ``name`` (one of ``LOCNET_ACTIVATIONS``)."""
+    if name not in LOCNET_ACTIVATIONS:
+        raise StnError(f"loc-net activation must be one of {', '.join(LOCNET_ACTIVATIONS)}, got {name!r}")
+    return nn.ReLU(inplace=True) if name == "relu" else nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
 
 
 class LocalisationNet(nn.Module):
@@ -36,15 +46,19 @@ class LocalisationNet(nn.Module):
     As in the original: max-pool 2, then twice [conv 5×5 (padding 2) → ReLU →
     max-pool 2], fully connected → ReLU, and a final linear layer with zero
     weights and the identity as bias, so training starts from the identity.
-    Pools are skipped on 1-pixel maps; the flatten size is derived.
+    Pools are skipped on 1-pixel maps; the flatten size is derived. ``act="leaky"`` puts a LeakyReLU
+    where the original has a ReLU: a ReLU unit that is off for every image passes no gradient, and a
+    layer of them leaves the transformer giving every image the same map.
 
     Args:
         in_channels, in_size: the input map's channels and side.
         widths: ``(conv1, conv2, fc)`` channel/unit counts, e.g. ``(200, 300, 200)``.
         identity: the identity transform's parameters ``(P,)`` (the family's ``identity``).
+        act: the activation, one of ``LOCNET_ACTIVATIONS``.
     """
 
-    def __init__(self, in_channels: int, in_size: int, widths: tuple[int, int, int], identity: torch.Tensor):
+    def __init__(self, in_channels: int, in_size: int, widths: tuple[int, int, int], identity: torch.Tensor,
+                 act: str = "relu"):
         super().__init__()
         if len(widths) != 3 or min(widths) <= 0:
             raise StnError(f"loc-net widths must be 3 positive integers, got {widths}")
@@ -52,11 +66,11 @@ class LocalisationNet(nn.Module):
         layers, side = [], in_size
         for conv in (None, nn.Conv2d(in_channels, c1, 5, padding=2), nn.Conv2d(c1, c2, 5, padding=2)):
             if conv is not None:
-                layers += [conv, nn.ReLU(inplace=True)]
+                layers += [conv, activation(act)]
             layers.append(_pool_if_possible(side))
             side = side // 2 if side >= 2 else side
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.fc = nn.Sequential(nn.Linear(c2 * side * side, hidden), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Linear(c2 * side * side, hidden), activation(act))
         self.head = nn.Linear(hidden, len(identity))
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
@@ -75,14 +89,14 @@ class SpatialTransformer(nn.Module):
     """
 
     def __init__(self, in_channels: int, in_size: int, widths: tuple[int, int, int], transform: str = "affine",
-                 tps_grid: int = TPS_GRID, passes: int = 1):
+                 tps_grid: int = TPS_GRID, passes: int = 1, act: str = "relu"):
         super().__init__()
         self.family: Family = create_family(transform, in_size, tps_grid)
         if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
             raise StnError(f"--passes must be a positive integer, got {passes!r}")
         check_passes(self.family, passes)
         self.in_channels, self.in_size, self.passes = in_channels, in_size, passes
-        self.loc = LocalisationNet(in_channels, in_size, widths, torch.tensor(self.family.identity))
+        self.loc = LocalisationNet(in_channels, in_size, widths, torch.tensor(self.family.identity), act)
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
         """The family's theta for the input ``x``, after every pass."""
