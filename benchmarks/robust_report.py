@@ -14,13 +14,24 @@
         --levers benchmarks/results/fast-robust-val-straighten \\
                  benchmarks/results/fast-robust-val-straighten-robustness \\
         > benchmarks/results/fast-robust-val-straighten/robust_report.log
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val-graded \
+        benchmarks/results/fast-robust-val-graded-robustness \
+        --against conv2-passes2-content-scale --min-clean-gain 0.5 --max-score-loss 0.5 \
+        > benchmarks/results/fast-robust-val-graded/robust_report.log
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val-leaky \
+        benchmarks/results/fast-robust-val-leaky-robustness \
+        --against conv2-passes2-content-scale --min-clean-gain -0.3 --max-score-loss 0.5 \
+        > benchmarks/results/fast-robust-val-leaky/robust_report.log
 
 Reads each finished run's ``result.json`` under RESULTS_DIR (its final-epoch validation accuracy) and, per
 split, ``ROBUSTNESS_DIR/val-seed-<N>/robustness.json``, whose models are matched to runs by their run
 directory's name. The robustness score is the mean of five distortion means: rotation 0-45°, scale
 0.6-1.4, shift 0-0.25, tilt 0-60° and combined 0-0.8, each the mean accuracy over its levels in that
-range. ``--reference`` adds, for reading only, the `fast` recipe's affine runs of another grid on the same
-splits (its own, narrower jitter). Nothing here reads a test figure.
+range. ``--against CELL`` judges every other cell of RESULTS_DIR against CELL by a grid's two margins (the
+graded and leaky grids' rules). ``--reference`` adds, for reading only, the `fast` recipe's affine runs of
+another grid on the same splits (its own, narrower jitter). The θ spread is each run's final-epoch
+``theta_spread`` (log.jsonl; 0: its transformer gives every image the same map), where it was logged.
+Nothing here reads a test figure.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import statistics
 from pathlib import Path
 
 from stn_gtsrb.config import TrainConfig
+from stn_gtsrb.runs import read_log
 
 RANGES = {"rotation": (0, 45), "scale": (0.6, 1.4), "shift": (0, 0.25), "tilt": (0, 60), "combined": (0, 0.8)}
 TRANSFORMER_CELLS = ("conv2", "image", "image-rst")
@@ -44,13 +56,16 @@ def cell(cfg: TrainConfig) -> str:
     """Where the transformer sits (image, conv2, none), then what differs from fast-robust-val's cells:
     ``-rst`` for rotation + scale + translation, ``-lrX`` for a loc-net lr multiplier other than 0.1,
     ``-Nep`` for other than 4 epochs, ``-straightenW`` for a straightening term, ``-passesK`` for a repeated
-    transformer, ``-content-scale`` for the content's scale jitter."""
+    transformer, ``-content-scale`` for the content's scale jitter, ``-graded`` for a graded jitter, ``-leaky``
+    for leaky loc-nets."""
     name = "image" if cfg.st else "conv2" if cfg.locnet2 else "none"
     name += "-rst" if cfg.rot else ""
     name += f"-lr{cfg.locnet_lr_mult:g}" if cfg.locnet_lr_mult != 0.1 else ""
     name += f"-straighten{cfg.straighten:g}" if cfg.straighten else ""
     name += f"-passes{cfg.passes}" if cfg.passes > 1 else ""
     name += "-content-scale" if cfg.jitter_content_scale else ""
+    name += "-graded" if cfg.jitter_graded else ""
+    name += "-leaky" if cfg.locnet_act == "leaky" else ""
     return name + (f"-{cfg.epochs}ep" if cfg.epochs != 4 else "")
 
 
@@ -80,8 +95,10 @@ def load(results: Path, robustness: Path, name=cell) -> dict[tuple[int, str], di
         model = models[path.parent.name]
         total, means = score(report, model)
         slopes = [m["slope"] for m in report.get("straightening", {}).get("models", []) if m["model"] == model]
+        spread = read_log(path.parent)[-1].get("theta_spread", {})
         runs[cfg.val_seed, name(cfg)] = {"id": path.parent.name, "clean": result["val_acc"], "score": total,
-                                         "means": means, "slope": slopes[0] if slopes else None}
+                                         "means": means, "slope": slopes[0] if slopes else None,
+                                         "spread": min(spread.values()) if spread else None}
     return runs
 
 
@@ -99,13 +116,19 @@ def main() -> None:
     parser.add_argument("--straightening", action="store_true",
                         help="fast-robust-val-straighten.toml's rule: a lever whose region turns with the sign is "
                              "adopted at equal robustness too")
+    parser.add_argument("--against", metavar="CELL", help="judge the other cells against this one by the margins")
+    parser.add_argument("--min-clean-gain", type=float, default=0.0,
+                        help="with --against: points of mean clean accuracy a cell must add (negative: may lose)")
+    parser.add_argument("--max-score-loss", type=float, default=0.0,
+                        help="with --against: points of mean robustness score a cell may lose")
     args = parser.parse_args()
     runs = load(args.results, args.robustness)
     lever_runs = load(*args.levers) if args.levers else {}
     levers = sorted({name for _, name in lever_runs})
     runs.update(lever_runs)
     splits = sorted({split for split, _ in runs})
-    names = [n for n in (*TRANSFORMER_CELLS, "none", *levers) if all((s, n) in runs for s in splits)]
+    others = sorted({name for _, name in runs} - {*TRANSFORMER_CELLS, "none"}) if args.against else []
+    names = [n for n in (*TRANSFORMER_CELLS, "none", *levers, *others) if all((s, n) in runs for s in splits)]
     if args.reference:
         reference = load(*args.reference, name=lambda cfg: "fast" if cfg.locnet2 and cfg.transform == "affine"
                          and not cfg.st else "other")
@@ -113,22 +136,29 @@ def main() -> None:
         names += ["fast"] if all((s, "fast") in runs for s in splits) else []
     print(f"splits (val seeds): {splits}")
     print("| cell | clean val acc per split | mean clean | score per split | mean score | rotation | scale | shift "
-          "| tilt | combined | slope per split |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| tilt | combined | slope per split | θ spread per split |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in names:
         per = [runs[s, name] for s in splits]
         means = {t: statistics.mean(r["means"][t] for r in per) for t in RANGES}
-        slopes = ", ".join("-" if r["slope"] is None else f"{r['slope']:.3f}" for r in per)
+        slopes, spreads = (", ".join("-" if r[key] is None else f"{r[key]:.{digits}f}" for r in per)
+                           for key, digits in (("slope", 3), ("spread", 4)))
         clean, scores = (", ".join(f"{r[key]:.2f}" for r in per) for key in ("clean", "score"))
         print(f"| {name} | {clean} | {mean_of(runs, name, 'clean', splits):.2f} | {scores} | "
               f"{mean_of(runs, name, 'score', splits):.2f} | " + " | ".join(f"{means[t]:.2f}" for t in RANGES)
-              + f" | {slopes} |")
+              + f" | {slopes} | {spreads} |")
     unfinished = [n for n in levers if n not in names]
     if unfinished:  # a run of it never finished (diverged): the cell is out, as the grids' rules say
         print(f"\nout, a run of theirs never finished: {', '.join(unfinished)} (finished: "
               + "; ".join(f"{n} val seed {s} clean {runs[s, n]['clean']:.2f}, score {runs[s, n]['score']:.2f}, "
                           f"slope {runs[s, n]['slope']:.3f}" for n in unfinished for s in splits if (s, n) in runs)
               + ")")
+    if args.against:
+        if args.against not in names:
+            parser.error(f"--against {args.against}: no such cell with every split finished ({', '.join(names)})")
+        judge_against(runs, splits, args.against, [n for n in names if n != args.against], args.min_clean_gain,
+                      args.max_score_loss)
+        return
     if levers:
         judge_levers(runs, splits, [n for n in levers if n in names], "conv2", args.straightening)
         return
@@ -172,6 +202,20 @@ def judge_levers(runs: dict, splits: list[int], levers: list[str], finalist: str
     best = max(adopted, key=lambda n: mean_of(runs, n, "score", splits)) if adopted else None
     print(f"adopted: {', '.join(adopted) or 'none'}; the lever that wins: {best or 'none'} (longer schedules, "
           f"measured only: {', '.join(n for n in levers if n not in adoptable) or 'none'})")
+
+
+def judge_against(runs: dict, splits: list[int], reference: str, cells: list[str], min_clean_gain: float,
+                  max_score_loss: float) -> None:
+    """A grid's rule of two margins: a cell is adopted if its mean clean accuracy is at least the reference's
+    plus ``min_clean_gain`` and its mean robustness score at least the reference's minus ``max_score_loss``."""
+    clean, score = (mean_of(runs, reference, key, splits) for key in ("clean", "score"))
+    print(f"\nthe reference {reference}: mean clean {clean:.2f}, mean score {score:.2f}; a cell is adopted at a "
+          f"clean gain of at least {min_clean_gain:+.2f} and a score loss of at most {max_score_loss:.2f}")
+    for name in cells:
+        gain = mean_of(runs, name, "clean", splits) - clean
+        loss = score - mean_of(runs, name, "score", splits)
+        verdict = "adopted" if gain >= min_clean_gain and loss <= max_score_loss else "not adopted"
+        print(f"{name}: clean {gain:+.2f}, score {-loss:+.2f} against the reference: {verdict}")
 
 
 if __name__ == "__main__":
