@@ -14,13 +14,13 @@
         --levers benchmarks/results/fast-robust-val-straighten \\
                  benchmarks/results/fast-robust-val-straighten-robustness \\
         > benchmarks/results/fast-robust-val-straighten/robust_report.log
-    python benchmarks/robust_report.py benchmarks/results/fast-robust-val-graded \
-        benchmarks/results/fast-robust-val-graded-robustness \
-        --against conv2-passes2-content-scale --min-clean-gain 0.5 --max-score-loss 0.5 \
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val-graded \\
+        benchmarks/results/fast-robust-val-graded-robustness \\
+        --against conv2-passes2-content-scale --min-clean-gain 0.5 --max-score-loss 0.5 \\
         > benchmarks/results/fast-robust-val-graded/robust_report.log
-    python benchmarks/robust_report.py benchmarks/results/fast-robust-val-leaky \
-        benchmarks/results/fast-robust-val-leaky-robustness \
-        --against conv2-passes2-content-scale --min-clean-gain -0.3 --max-score-loss 0.5 \
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val-leaky \\
+        benchmarks/results/fast-robust-val-leaky-robustness \\
+        --against conv2-passes2-content-scale --min-clean-gain -0.3 --max-score-loss 0.5 \\
         > benchmarks/results/fast-robust-val-leaky/robust_report.log
 
 Reads each finished run's ``result.json`` under RESULTS_DIR (its final-epoch validation accuracy) and, per
@@ -80,7 +80,8 @@ def score(report: dict, model: str) -> tuple[float, dict[str, float]]:
 
 
 def load(results: Path, robustness: Path, name=cell) -> dict[tuple[int, str], dict]:
-    """(val seed, cell) -> {"id", "clean", "score", "means", "slope"} of every finished run with a report."""
+    """(val seed, cell) -> {"id", "clean", "score", "means", "slope", "spread"} of every finished run with a
+    report; "spread" is the smallest final-epoch θ spread of its transformers (None where not logged)."""
     runs = {}
     for path in sorted(results.glob("runs/*/result.json")):
         result = json.loads(path.read_text())
@@ -95,7 +96,7 @@ def load(results: Path, robustness: Path, name=cell) -> dict[tuple[int, str], di
         model = models[path.parent.name]
         total, means = score(report, model)
         slopes = [m["slope"] for m in report.get("straightening", {}).get("models", []) if m["model"] == model]
-        spread = read_log(path.parent)[-1].get("theta_spread", {})
+        spread = (read_log(path.parent) or [{}])[-1].get("theta_spread", {})
         runs[cfg.val_seed, name(cfg)] = {"id": path.parent.name, "clean": result["val_acc"], "score": total,
                                          "means": means, "slope": slopes[0] if slopes else None,
                                          "spread": min(spread.values()) if spread else None}
@@ -128,7 +129,9 @@ def main() -> None:
     runs.update(lever_runs)
     splits = sorted({split for split, _ in runs})
     others = sorted({name for _, name in runs} - {*TRANSFORMER_CELLS, "none"}) if args.against else []
-    names = [n for n in (*TRANSFORMER_CELLS, "none", *levers, *others) if all((s, n) in runs for s in splits)]
+    names = [n for n in dict.fromkeys((*TRANSFORMER_CELLS, "none", *levers, *others))
+             if all((s, n) in runs for s in splits)]
+    judged = [n for n in names if n != args.against]  # before --reference's cell, which is for reading only
     if args.reference:
         reference = load(*args.reference, name=lambda cfg: "fast" if cfg.locnet2 and cfg.transform == "affine"
                          and not cfg.st else "other")
@@ -147,17 +150,17 @@ def main() -> None:
         print(f"| {name} | {clean} | {mean_of(runs, name, 'clean', splits):.2f} | {scores} | "
               f"{mean_of(runs, name, 'score', splits):.2f} | " + " | ".join(f"{means[t]:.2f}" for t in RANGES)
               + f" | {slopes} | {spreads} |")
-    unfinished = [n for n in levers if n not in names]
+    unfinished = [n for n in dict.fromkeys((*levers, *others)) if n not in names]
     if unfinished:  # a run of it never finished (diverged): the cell is out, as the grids' rules say
         print(f"\nout, a run of theirs never finished: {', '.join(unfinished)} (finished: "
               + "; ".join(f"{n} val seed {s} clean {runs[s, n]['clean']:.2f}, score {runs[s, n]['score']:.2f}, "
-                          f"slope {runs[s, n]['slope']:.3f}" for n in unfinished for s in splits if (s, n) in runs)
+                          f"slope {'-' if runs[s, n]['slope'] is None else format(runs[s, n]['slope'], '.3f')}"
+                          for n in unfinished for s in splits if (s, n) in runs)
               + ")")
     if args.against:
         if args.against not in names:
             parser.error(f"--against {args.against}: no such cell with every split finished ({', '.join(names)})")
-        judge_against(runs, splits, args.against, [n for n in names if n != args.against], args.min_clean_gain,
-                      args.max_score_loss)
+        judge_against(runs, splits, args.against, judged, args.min_clean_gain, args.max_score_loss)
         return
     if levers:
         judge_levers(runs, splits, [n for n in levers if n in names], "conv2", args.straightening)

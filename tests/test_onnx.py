@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -33,6 +34,18 @@ def test_a_transformer_net_exports_whole_and_runs_alike(tiny_runs, official, tmp
     assert [o.name for o in graph.graph.output] == ["logits", "theta1", "theta2"]
     assert {"GridSample", "MatMul"} <= {node.op_type for node in graph.graph.node}
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_a_leaky_loc_net_exports_and_runs_alike(tiny_runs, official, tmp_path):
+    _, cfg, normalizer = load_trained(tiny_runs / "st")
+    cfg = dataclasses.replace(cfg, locnet_act="leaky")
+    torch.manual_seed(0)
+    model = cfg.network().eval()
+    with torch.no_grad():
+        for transformer in model.transformers.values():
+            transformer.loc.head.weight.normal_(std=0.01)  # maps that depend on the image
+    agree(model, cfg, normalizer, official["test"].images[:64], tmp_path / "leaky.onnx")
+    assert "LeakyRelu" in {node.op_type for node in onnx.load(tmp_path / "leaky.onnx").graph.node}
 
 
 @pytest.mark.parametrize("family,theta_shape", [("projective", [3, 3]), ("tps", [9, 2])])

@@ -73,7 +73,7 @@ class TrainConfig:
     locnet_act: str = _opt("relu", "activation in the localisation nets: relu (the original) or leaky (LeakyReLU, "
                                    f"slope {LEAKY_SLOPE}: a unit that is off still passes a gradient, so it "
                                    "cannot die)",
-                           choices=LOCNET_ACTIVATIONS)
+                           choices=tuple(LOCNET_ACTIVATIONS))
     # --- optimisation
     epochs: int = _opt(10, "number of training epochs")
     batch_size: int = _opt(50, "mini-batch size")

@@ -2,9 +2,9 @@
 
 ``train`` scores each epoch through :func:`accuracy`, in batches of ``EVAL_BATCH``, in eval mode, with
 the model's training mode restored after, and checks through :func:`theta_spread` that each transformer
-still gives different images different maps (:func:`silent_units` says which of its loc-net's units have
-died). Saved models are scored through a Predictor (predictor.py;
-``evaluate`` and committees in scoring.py).
+still gives different images different maps; :func:`silent_units` (benchmarks/theta_spread.py) gives the
+fraction of each loc-net activation layer's units that never fire. Saved models are scored through a
+Predictor (predictor.py; ``evaluate`` and committees in scoring.py).
 """
 
 from __future__ import annotations
@@ -72,8 +72,7 @@ def silent_units(model: torch.nn.Module, images: torch.Tensor) -> dict[str, list
         peak = output.float().transpose(0, 1).flatten(1).amax(1)
         peaks[module] = torch.maximum(peaks[module], peak) if module in peaks else peak
 
-    layers = {position: [m for m in transformer.loc.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU))]
-              for position, transformer in model.transformers.items()}
+    layers = {position: transformer.loc.activations() for position, transformer in model.transformers.items()}
     hooks = [m.register_forward_hook(record) for found in layers.values() for m in found]
     was_training = model.training
     model.eval()

@@ -25,7 +25,12 @@ from .families import TPS_GRID, Family, check_passes, create_family
 from .geometry import sample
 
 LEAKY_SLOPE = 0.1  # the negative slope of the "leaky" loc-net activation
-LOCNET_ACTIVATIONS = ("relu", "leaky")  # ReLU (the original), or LeakyReLU, whose units keep a gradient when off
+# --locnet-act: name -> a new activation layer. ReLU is the original's; a LeakyReLU unit that is off still
+# passes a gradient, so it cannot die.
+LOCNET_ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky": lambda: nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+}
 
 
 def _pool_if_possible(side: int) -> nn.Module:
@@ -37,7 +42,7 @@ def activation(name: str) -> nn.Module:
     """The loc-net's activation ``name`` (one of ``LOCNET_ACTIVATIONS``)."""
     if name not in LOCNET_ACTIVATIONS:
         raise StnError(f"loc-net activation must be one of {', '.join(LOCNET_ACTIVATIONS)}, got {name!r}")
-    return nn.ReLU(inplace=True) if name == "relu" else nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    return LOCNET_ACTIVATIONS[name]()
 
 
 class LocalisationNet(nn.Module):
@@ -78,6 +83,11 @@ class LocalisationNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.fc(self.features(x)))
+
+    def activations(self) -> list[nn.Module]:
+        """Its activation layers, in order (conv1, conv2, fc)."""
+        kinds = tuple(type(make()) for make in LOCNET_ACTIVATIONS.values())
+        return [module for module in self.modules() if isinstance(module, kinds)]
 
 
 class SpatialTransformer(nn.Module):
