@@ -19,6 +19,7 @@ Each ``LABEL=RUN_DIR`` is drawn from ``RUN_DIR/log.jsonl``: after each epoch, th
 seconds (training plus per-epoch evaluation; with ``--training-seconds`` the training steps alone)
 against the accuracy logged then: test accuracy (solid line) where the run scored the test set that
 epoch, validation accuracy (dashed) for a run trained with ``--val``. Runs under one label share a colour.
+Each line of the log names the run's device where its ``result.json`` records one.
 Needs matplotlib (the viz extra).
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from pathlib import Path
 
 import matplotlib
 
@@ -33,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from stn_gtsrb.fileio import atomic_write  # noqa: E402
-from stn_gtsrb.runs import read_log  # noqa: E402
+from stn_gtsrb.runs import read_log, read_result  # noqa: E402
 
 CURVES = {"test_acc": ("test", "-"), "val_acc": ("validation", "--")}  # logged key -> (name, line style)
 
@@ -61,8 +63,9 @@ def main() -> None:
             seconds, accuracy = zip(*points, strict=True)
             axis.plot(seconds, accuracy, style, color=colour, marker="o", markersize=3,
                       label=f"{label}, {name}: {accuracy[-1]:.2f}% after {seconds[-1]:.0f} s")
+            device = (read_result(Path(run_dir)) or {}).get("device")
             print(f"{label} ({run_dir}): {name} after {len(points)} of {len(log)} epochs; final {accuracy[-1]:.2f}% "
-                  f"after {seconds[-1]:.1f} s ({clock})")
+                  f"after {seconds[-1]:.1f} s ({clock})" + (f" on {device}" if device else ""))
     what = "training steps alone" if args.training_seconds else "training plus evaluation"
     axis.set(xscale="log", xlabel=f"wall time, seconds ({what}; log scale; 2 CPU cores)",
              ylabel="accuracy (%)", ylim=(args.ylim, 100), title="GTSRB accuracy against training time")
