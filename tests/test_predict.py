@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 import torch
 from PIL import Image
 
@@ -73,3 +74,15 @@ def test_bad_top_k_and_missing_model(tiny_runs, tmp_path):
     result = run(str(image), "-m", str(tmp_path / "none"))
     assert result.returncode == 2 and "not found" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_scoring_restores_the_models_training_mode_even_when_its_forward_fails():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3), torch.nn.Dropout(0.5))
+    assert predict(net, torch.zeros(2, 3, 2, 2)).shape == (2,) and net.training
+    net.eval()
+    predict(net, torch.zeros(2, 3, 2, 2))
+    assert not net.training
+    net.train()
+    with pytest.raises(RuntimeError):
+        predict(net, torch.zeros(2, 3, 3, 3))  # 27 inputs to a 12-input layer
+    assert net.training

@@ -9,6 +9,8 @@ Predictor (predictor.py; ``evaluate`` and committees in scoring.py).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from .config import TrainConfig
@@ -20,15 +22,22 @@ PROBE_IMAGES = 256  # training images (unjittered) whose maps measure each trans
 STOPPED_SPREAD = 1e-6  # a spread below this: the transformer gives every image the same map
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """``model`` in eval mode inside the block, its training mode restored after (even on an error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def _batched(model: torch.nn.Module, images: torch.Tensor, head, precision: str, batch: int) -> torch.Tensor:
     """``head(float32 logits)`` of each batch of ``images``, concatenated; the model in eval mode meanwhile."""
-    was_training = model.training
-    model.eval()
-    with autocast_for(images.device, precision):
-        out = torch.cat([head(model(images[i:i + batch]).float()) for i in range(0, len(images), batch)])
-    model.train(was_training)
-    return out
+    with eval_mode(model), autocast_for(images.device, precision):
+        return torch.cat([head(model(images[i:i + batch]).float()) for i in range(0, len(images), batch)])
 
 
 def probabilities(model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32",
@@ -53,11 +62,8 @@ def theta_spread(model: torch.nn.Module, images: torch.Tensor, precision: str = 
     """Per transformer position (a string, as the JSON log keeps it): the standard deviation of its θ over
     ``images``, averaged over θ's entries. Near 0, its localisation net gives every image the same map: it
     has stopped working (a layer of ReLUs that all output 0, say), and the network runs without it."""
-    was_training = model.training
-    model.eval()
-    with autocast_for(images.device, precision):
+    with eval_mode(model), autocast_for(images.device, precision):
         _, thetas = model(images, return_thetas=True)
-    model.train(was_training)
     return {str(position): float(theta.float().flatten(1).std(0).mean()) for position, theta in thetas.items()}
 
 
@@ -74,12 +80,10 @@ def silent_units(model: torch.nn.Module, images: torch.Tensor) -> dict[str, list
 
     layers = {position: transformer.loc.activations() for position, transformer in model.transformers.items()}
     hooks = [m.register_forward_hook(record) for found in layers.values() for m in found]
-    was_training = model.training
-    model.eval()
     try:
-        model(images)
+        with eval_mode(model):
+            model(images)
     finally:
-        model.train(was_training)
         for hook in hooks:
             hook.remove()
     return {position: [float((peaks[m] <= 0).float().mean()) for m in found] for position, found in layers.items()}

@@ -33,7 +33,7 @@ from .classes import CLASS_NAMES
 from .config import TrainConfig
 from .data import Normalizer, load_tensors, select_split, validation_tracks
 from .errors import StnError
-from .evaluation import require_val_if_asked
+from .evaluation import eval_mode, require_val_if_asked
 from .fileio import atomic_write
 from .geometry import FRAME_CORNERS, matrix_points, pixel_centres, sample, warp
 from .models import ConvNet
@@ -365,11 +365,10 @@ class TrainingRecorder:
             order = torch.randperm(len(step.training), generator=torch.Generator().manual_seed(self.seed))
             chosen = step.training.subset(order[:RECORDED_IMAGES])
             self.images, self.labels = chosen.images, chosen.labels
-        model, was_training = step.model, step.model.training
-        images = self.images.to(next(model.parameters()).device)
-        frame = plot_transforms(model, images, self.labels, step.normalizer, self.scale,
-                                title=f"epoch 1, step {step.done}/{step.total}")
-        model.train(was_training)
+        images = self.images.to(next(step.model.parameters()).device)
+        with eval_mode(step.model):
+            frame = plot_transforms(step.model, images, self.labels, step.normalizer, self.scale,
+                                    title=f"epoch 1, step {step.done}/{step.total}")
         save_png(frame, self.out_dir / f"step_{step.done:05d}.png")
         self.frames.append(frame)
         if step.done == step.total:
