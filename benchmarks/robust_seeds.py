@@ -4,8 +4,8 @@
         benchmarks/results/robust-full-seeds-robustness > benchmarks/results/robust-full-seeds/robust_seeds.log
 
 Reads every finished run (``runs/*/result.json``: clean test accuracy after its final epoch) under
-RESULTS_DIR, and ``ROBUSTNESS_DIR/seed-<N>/robustness.json`` (the test images, the target levels, both runs
-of seed N), whose models are matched to runs by their run directory's name. Per arm (with the
+RESULTS_DIR, and every ``robustness.json`` under ROBUSTNESS_DIR (the test images, at least the target
+levels), whose models are matched to runs by their run directory's name. Per arm (with the
 transformer, without: ``locnet2`` empty) it prints each seed's figure at every target, then the mean ±
 sample standard deviation over the seeds it has, and whether seed 1 and the mean reach each target. The
 mirror column counts images taken for their mirror image (keep left for keep right and the like) at 45°
@@ -52,20 +52,26 @@ def figures(result: dict, report: dict | None, model: str | None) -> dict:
     return out
 
 
+def reports(robustness: Path) -> dict[str, tuple[dict, str]]:
+    """Run directory name -> (the robustness.json that scored it, its model's name there), from every
+    robustness.json under ``robustness``."""
+    found = {}
+    for path in sorted(robustness.rglob("robustness.json")):
+        report = json.loads(path.read_text())
+        found.update({Path(m["source"]).name: (report, m["name"]) for m in report["models"]})
+    return found
+
+
 def load(results: Path, robustness: Path) -> dict[str, dict[int, dict]]:
     """arm ("transformer", "none") -> seed -> figures, for every finished run."""
+    scored = reports(robustness)
     arms: dict[str, dict[int, dict]] = {}
     for path in sorted(results.glob("runs/*/result.json")):
         result = json.loads(path.read_text())
         if result.get("test_acc") is None:
             continue
         cfg = TrainConfig.from_saved(result["config"])
-        report_path = robustness / f"seed-{cfg.seed}" / "robustness.json"
-        report, model = None, None
-        if report_path.exists():
-            report = json.loads(report_path.read_text())
-            model = {Path(m["source"]).name: m["name"] for m in report["models"]}.get(path.parent.name)
-            report = report if model else None
+        report, model = scored.get(path.parent.name, (None, None))
         arm = "transformer" if cfg.transformers else "none"
         arms.setdefault(arm, {})[cfg.seed] = figures(result, report, model)
     return arms

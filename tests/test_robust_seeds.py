@@ -22,18 +22,18 @@ def write_run(results: Path, run_id: str, seed: int, transformer: bool, test_acc
     return folder
 
 
-def write_report(robustness: Path, seed: int, models: dict[Path, tuple[float, float]]) -> None:
-    """seed-N/robustness.json: per run folder (every level's accuracy, its slope)."""
+def write_report(folder: Path, models: dict[Path, tuple[float, float]]) -> None:
+    """folder/robustness.json: per run folder (every level's accuracy, its slope)."""
     rows, straight = [], []
-    for folder, (accuracy, slope) in models.items():
-        rows += [{"transform": t, "level": level, "model": folder.name, "accuracy": accuracy, "correct": 0,
+    for run, (accuracy, slope) in models.items():
+        rows += [{"transform": t, "level": level, "model": run.name, "accuracy": accuracy, "correct": 0,
                   "total": 10, "mirror_errors": 3 if (t, level) == ("rotation", 45.0) else 0}
                  for t, level in LEVELS]
-        straight.append({"model": folder.name, "position": 2, "slope": slope, "scatter": 1.0})
-    report = {"models": [{"name": f.name, "source": str(f)} for f in models], "robustness": rows,
+        straight.append({"model": run.name, "position": 2, "slope": slope, "scatter": 1.0})
+    report = {"models": [{"name": run.name, "source": str(run)} for run in models], "robustness": rows,
               "straightening": {"models": straight}}
-    (robustness / f"seed-{seed}").mkdir(parents=True)
-    (robustness / f"seed-{seed}" / "robustness.json").write_text(json.dumps(report))
+    folder.mkdir(parents=True)
+    (folder / "robustness.json").write_text(json.dumps(report))
 
 
 def test_seeds_spread_and_verdicts_per_arm(tmp_path):
@@ -42,8 +42,9 @@ def test_seeds_spread_and_verdicts_per_arm(tmp_path):
     without1 = write_run(results, "b1", 1, False, 99.4)
     with2 = write_run(results, "a2", 2, True, 99.4)
     write_run(results, "b2", 2, False, 99.2)  # no robustness report for seed 2's control: clean figure only
-    write_report(robustness, 1, {with1: (96.0, 0.9), without1: (94.0, 0.0)})
-    write_report(robustness, 2, {with2: (98.0, 0.7)})
+    write_report(robustness / "seed-1" / "with", {with1: (96.0, 0.9)})  # one report per run, or per seed
+    write_report(robustness / "seed-1" / "without", {without1: (94.0, 0.0)})
+    write_report(robustness / "seed-2", {with2: (98.0, 0.7)})
     done = subprocess.run([sys.executable, str(SCRIPT), str(results), str(robustness)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
