@@ -22,6 +22,10 @@
         benchmarks/results/fast-robust-val-leaky-robustness \\
         --against conv2-passes2-content-scale --min-clean-gain -0.3 --max-score-loss 0.5 \\
         > benchmarks/results/fast-robust-val-leaky/robust_report.log
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val-straighten-graded \\
+        benchmarks/results/fast-robust-val-straighten-graded-robustness \\
+        --against conv2-passes2-content-scale-graded-leaky --min-clean-gain 0.2 --max-score-loss 0.5 \\
+        > benchmarks/results/fast-robust-val-straighten-graded/robust_report.log
 
 Reads each finished run's ``result.json`` under RESULTS_DIR (its final-epoch validation accuracy) and, per
 split, ``ROBUSTNESS_DIR/val-seed-<N>/robustness.json``, whose models are matched to runs by their run
@@ -210,15 +214,20 @@ def judge_levers(runs: dict, splits: list[int], levers: list[str], finalist: str
 def judge_against(runs: dict, splits: list[int], reference: str, cells: list[str], min_clean_gain: float,
                   max_score_loss: float) -> None:
     """A grid's rule of two margins: a cell is adopted if its mean clean accuracy is at least the reference's
-    plus ``min_clean_gain`` and its mean robustness score at least the reference's minus ``max_score_loss``."""
+    plus ``min_clean_gain`` and its mean robustness score at least the reference's minus ``max_score_loss``;
+    of several, the one of highest mean clean accuracy wins."""
     clean, score = (mean_of(runs, reference, key, splits) for key in ("clean", "score"))
     print(f"\nthe reference {reference}: mean clean {clean:.2f}, mean score {score:.2f}; a cell is adopted at a "
           f"clean gain of at least {min_clean_gain:+.2f} and a score loss of at most {max_score_loss:.2f}")
+    adopted = []
     for name in cells:
         gain = mean_of(runs, name, "clean", splits) - clean
         loss = score - mean_of(runs, name, "score", splits)
-        verdict = "adopted" if gain >= min_clean_gain and loss <= max_score_loss else "not adopted"
-        print(f"{name}: clean {gain:+.2f}, score {-loss:+.2f} against the reference: {verdict}")
+        adopted += [name] if gain >= min_clean_gain and loss <= max_score_loss else []
+        print(f"{name}: clean {gain:+.2f}, score {-loss:+.2f} against the reference: "
+              f"{'adopted' if name in adopted else 'not adopted'}")
+    if len(adopted) > 1:
+        print(f"the cell that wins: {max(adopted, key=lambda n: mean_of(runs, n, 'clean', splits))}")
 
 
 if __name__ == "__main__":
