@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from stn_gtsrb import create_model
-from stn_gtsrb.augment import EpochJitter, blur_radius, gaussian_blur, random_thetas
+from stn_gtsrb.augment import CALM_CEILING, EpochJitter, blur_radius, gaussian_blur, random_thetas
 from stn_gtsrb.consistency import straightening_loss
 from stn_gtsrb.geometry import FRAME_CORNERS, homogeneous, matrix_points, tilt_thetas, warp
 
@@ -119,6 +119,16 @@ def test_graded_jitter_scales_each_images_draws_by_one_magnitude():
     assert turn(graded).max() > 40 and turn(full).max() > 44  # both reach the range's end
     assert (turn(graded) < 10).float().mean() > 0.45 > (turn(full) < 10).float().mean()  # mild ones common
     assert torch.equal(random_thetas(8, 45, 0.4, 0.25, magnitude=torch.zeros(8)), torch.eye(2, 3).expand(8, 2, 3))
+
+
+def test_a_calm_epoch_caps_each_images_magnitude():
+    calm = EpochJitter.draw(4000, 45, 0.4, 0.25, 0, torch.Generator().manual_seed(3), "cpu", tilt_deg=60,
+                            content_scale=True, graded=True, ceiling=CALM_CEILING)
+    replay = torch.Generator().manual_seed(3)
+    magnitude = torch.rand(4000, generator=replay) * CALM_CEILING
+    assert torch.equal(calm.thetas, random_thetas(4000, 45, 0.4, 0.25, replay, True, magnitude))
+    turn = torch.rad2deg(torch.atan2(calm.thetas[:, 1, 0], calm.thetas[:, 0, 0])).abs()
+    assert 14 < turn.max() <= 15 + 1e-4  # ±45° becomes ±15°
 
 
 def test_the_straightening_term_is_zero_for_a_transformer_that_undoes_the_jitter():

@@ -130,6 +130,22 @@ def test_the_levers_train_resume_and_reload(data_env, tmp_path, lever):
     assert evaluate(tmp_path / "full")["accuracy"] == full["test_acc"]  # the checkpoint rebuilds the same net
 
 
+def test_calm_epochs_change_the_last_epochs_only_and_resume_the_same(data_env, tmp_path):
+    cfg = {**TINY, "epochs": 3, "n": 300, "jitter_rot": 45.0, "jitter_shift": 0.25, "jitter_graded": True}
+    train(TrainConfig(**cfg), tmp_path / "graded", echo=quiet)
+    calm = train(TrainConfig(**cfg, jitter_calm_epochs=1), tmp_path / "calm", echo=quiet)
+    graded_log, calm_log = read_log(tmp_path / "graded"), read_log(tmp_path / "calm")
+    assert [r["train_loss"] for r in calm_log[:2]] == [r["train_loss"] for r in graded_log[:2]]  # full draws
+    assert calm_log[2]["train_loss"] != graded_log[2]["train_loss"]  # epoch 3, the calm one, draws mild ones
+    train(TrainConfig(**{**cfg, "epochs": 2}), tmp_path / "split", echo=quiet)  # as if killed after epoch 2
+    config = tmp_path / "split" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": 3, "jitter_calm_epochs": 1}))
+    (tmp_path / "split" / "result.json").unlink()
+    resumed = train(TrainConfig(**cfg, jitter_calm_epochs=1), tmp_path / "split", resume=True, echo=quiet)
+    assert resumed["test_acc"] == calm["test_acc"]
+    assert read_log(tmp_path / "split")[-1]["train_loss"] == calm_log[-1]["train_loss"]
+
+
 def test_label_smoothing_and_dropout_reach_the_training_loss(data_env, tmp_path):
     cfg = {**TINY, "epochs": 1, "n": 300}
     losses = {}
@@ -230,6 +246,9 @@ def test_learning_rate_schedules():
     (["--straighten", "1", "--st"], "--straighten compares each image with its jittered view: give a geometric"),
     (["--straighten", "-1"], "--straighten must not be negative, got -1.0"),
     (["--passes", "0", "--st"], "--passes must be positive, got 0"),
+    (["--jitter-rot", "10", "--jitter-calm-epochs", "1"], "--jitter-calm-epochs caps the graded jitter's magnitude"),
+    (["--jitter-rot", "10", "--jitter-graded", "--jitter-calm-epochs", "10"],
+     "--jitter-calm-epochs must be at least 0 and below --epochs (10), got 10"),
     (["--passes", "2", "--st", "--transform", "tps"], "--passes 2 composes maps, which the tps family cannot"),
 ])
 def test_bad_options_give_one_line_and_exit_2(data_env, tmp_path, args, message):

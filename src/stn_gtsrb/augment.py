@@ -6,7 +6,9 @@ sampler. Photometric: a Gaussian blur of random width per image (:func:`gaussian
 no brightness or contrast jitter: the inputs' local contrast normalisation (data.py) divides such
 changes out before the network sees them. No flips either: traffic signs are not mirror-symmetric.
 
-Both act on the normalised images the trainer keeps on the device (device_data.py).
+Both act on the normalised images the trainer keeps on the device (device_data.py). A graded jitter
+draws one magnitude per image that scales its geometric draws; in a run's calm epochs, the last ones,
+that magnitude stays below ``CALM_CEILING``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import homogeneous, similarity_thetas, tilt_thetas, warp
+
+CALM_CEILING = 1 / 3  # the graded magnitude's ceiling in calm epochs (±45° becomes ±15°, tilt 60° 20°, ...)
 
 
 def random_thetas(n: int, rotation_deg: float, scale: float, shift: float,
@@ -78,13 +82,13 @@ class EpochJitter:
     @classmethod
     def draw(cls, n: int, rotation_deg: float, scale: float, shift: float, blur: float,
              generator: torch.Generator, device: torch.device | str, tilt_deg: float = 0.0,
-             content_scale: bool = False, graded: bool = False) -> "EpochJitter":
+             content_scale: bool = False, graded: bool = False, ceiling: float = 1.0) -> "EpochJitter":
         """Thetas (if any similarity range is non-zero; ``content_scale``: see :func:`random_thetas`), blur
         stds uniform in ``[0, blur]`` (if ``blur > 0``), then tilts of angle uniform in ``±tilt_deg`` about
         an axis drawn per image (if ``tilt_deg > 0``), from ``generator`` in that order. ``graded``: first
-        one magnitude per image, uniform in [0, 1], that scales its similarity and tilt draws, so that mild
-        distortions are common and the full ranges still occur."""
-        magnitude = torch.rand(n, generator=generator) if graded else None
+        one magnitude per image, uniform in [0, ``ceiling``], that scales its similarity and tilt draws, so
+        that mild distortions are common and the full ranges still occur (at a ``ceiling`` of 1)."""
+        magnitude = torch.rand(n, generator=generator) * ceiling if graded else None
         thetas = None
         if rotation_deg or scale or shift:
             thetas = random_thetas(n, rotation_deg, scale, shift, generator, content_scale, magnitude)

@@ -105,6 +105,8 @@ class TrainConfig:
                                              "the robustness report's range)")
     jitter_graded: bool = _opt(False, "augmentation: scale each image's geometric draws by one draw uniform in "
                                       "0..1, so that mild distortions are common and the full ranges still occur")
+    jitter_calm_epochs: int = _opt(0, "with --jitter-graded: the last this many epochs draw each image's magnitude "
+                                      "in 0..1/3 instead of 0..1, so that training ends on mild distortions")
     jitter_blur: float = _opt(0.0, "augmentation: Gaussian blur of each training image, std uniform in 0..this "
                                    "many pixels")
     seed: int = _opt(1, "random seed (model init, batch order, subset, augmentation)")
@@ -184,6 +186,11 @@ class TrainConfig:
                            f"({GEOMETRIC_JITTER})")
         if self.jitter_graded and not self.geometric_jitter:
             raise StnError(f"--jitter-graded scales the geometric jitter: give one ({GEOMETRIC_JITTER})")
+        if self.jitter_calm_epochs and not self.jitter_graded:
+            raise StnError("--jitter-calm-epochs caps the graded jitter's magnitude: add --jitter-graded")
+        if not 0 <= self.jitter_calm_epochs < self.epochs:
+            raise StnError(f"--jitter-calm-epochs must be at least 0 and below --epochs ({self.epochs}), "
+                           f"got {self.jitter_calm_epochs}")
         if self.optimizer == "nesterov" and self.momentum <= 0:
             raise StnError("--optimizer nesterov needs --momentum > 0")
         spec.parse_widths(self.cnn)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import runs
 from .archives import DataLocation, resolve_location
-from .augment import EpochJitter
+from .augment import CALM_CEILING, EpochJitter
 from .checkpoints import make_checkpoint
 from .config import TrainConfig
 from .consistency import straightening_loss
@@ -120,9 +120,11 @@ def train_epoch(model, optimizer, cfg: TrainConfig, images, labels, epoch: int, 
     """
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(labels), generator=generator).to(images.device)
+    calm = epoch > cfg.epochs - cfg.jitter_calm_epochs
     jitter = EpochJitter.draw(len(labels), cfg.jitter_rot, cfg.jitter_scale, cfg.jitter_shift, cfg.jitter_blur,
                               generator, images.device, tilt_deg=cfg.jitter_tilt,
-                              content_scale=cfg.jitter_content_scale, graded=cfg.jitter_graded)
+                              content_scale=cfg.jitter_content_scale, graded=cfg.jitter_graded,
+                              ceiling=CALM_CEILING if calm else 1.0)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     losses = torch.zeros(steps_per_epoch, device=images.device)  # per step, weighted by the batch size
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
