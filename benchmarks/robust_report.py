@@ -26,6 +26,10 @@
         benchmarks/results/fast-robust-val-straighten-graded-robustness \\
         --against conv2-passes2-content-scale-graded-leaky --min-clean-gain 0.2 --max-score-loss 0.5 \\
         > benchmarks/results/fast-robust-val-straighten-graded/robust_report.log
+    python benchmarks/robust_report.py benchmarks/results/fast-robust-val-calm \\
+        benchmarks/results/fast-robust-val-calm-robustness \\
+        --against conv2-passes2-content-scale-graded-leaky --min-clean-gain 0.2 --max-score-loss 0.5 \\
+        > benchmarks/results/fast-robust-val-calm/robust_report.log
 
 Reads each finished run's ``result.json`` under RESULTS_DIR (its final-epoch validation accuracy) and, per
 split, ``ROBUSTNESS_DIR/val-seed-<N>/robustness.json``, whose models are matched to runs by their run
@@ -60,8 +64,8 @@ def cell(cfg: TrainConfig) -> str:
     """Where the transformer sits (image, conv2, none), then what differs from fast-robust-val's cells:
     ``-rst`` for rotation + scale + translation, ``-lrX`` for a loc-net lr multiplier other than 0.1,
     ``-Nep`` for other than 4 epochs, ``-straightenW`` for a straightening term, ``-passesK`` for a repeated
-    transformer, ``-content-scale`` for the content's scale jitter, ``-graded`` for a graded jitter, ``-leaky``
-    for leaky loc-nets."""
+    transformer, ``-content-scale`` for the content's scale jitter, ``-graded`` for a graded jitter, ``-calmN``
+    for N calm epochs, ``-leaky`` for leaky loc-nets."""
     name = "image" if cfg.st else "conv2" if cfg.locnet2 else "none"
     name += "-rst" if cfg.rot else ""
     name += f"-lr{cfg.locnet_lr_mult:g}" if cfg.locnet_lr_mult != 0.1 else ""
@@ -69,6 +73,7 @@ def cell(cfg: TrainConfig) -> str:
     name += f"-passes{cfg.passes}" if cfg.passes > 1 else ""
     name += "-content-scale" if cfg.jitter_content_scale else ""
     name += "-graded" if cfg.jitter_graded else ""
+    name += f"-calm{cfg.jitter_calm_epochs}" if cfg.jitter_calm_epochs else ""
     name += "-leaky" if cfg.locnet_act == "leaky" else ""
     return name + (f"-{cfg.epochs}ep" if cfg.epochs != 4 else "")
 
