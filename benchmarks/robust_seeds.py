@@ -82,14 +82,18 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {std:.2f}"
 
 
+def formatted(column: str, value) -> str:
+    """A table cell: a slope to 3 decimals, a count as it is, a percentage to 2 decimals, nothing if missing."""
+    if value is None:
+        return ""
+    return f"{value:.3f}" if column == "slope" else f"{value}" if column == "mirror" else f"{value:.2f}"
+
+
 def table(seeds: dict[int, dict]) -> list[str]:
     columns = [label(target) for target in TARGETS] + ["mirror"]
     lines = ["| seed | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 1) + "|"]
     for seed in sorted(seeds):
-        cells = [seeds[seed].get(c) for c in columns]
-        lines.append(f"| {seed} | " + " | ".join("" if v is None else f"{v:.3f}" if c == "slope" else
-                                                  f"{v}" if c == "mirror" else f"{v:.2f}"
-                                                  for c, v in zip(columns, cells, strict=True)) + " |")
+        lines.append(f"| {seed} | " + " | ".join(formatted(c, seeds[seed].get(c)) for c in columns) + " |")
     means = []
     for column in columns:
         values = [s[column] for s in seeds.values() if s.get(column) is not None]
