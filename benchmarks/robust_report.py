@@ -228,9 +228,10 @@ def judge_against(runs: dict, splits: list[int], reference: str, cells: list[str
     for name in cells:
         gain = mean_of(runs, name, "clean", splits) - clean
         loss = score - mean_of(runs, name, "score", splits)
-        adopted += [name] if gain >= min_clean_gain and loss <= max_score_loss else []
+        passes = gain >= min_clean_gain and loss <= max_score_loss
+        adopted += [name] if passes else []
         print(f"{name}: clean {gain:+.2f}, score {-loss:+.2f} against the reference: "
-              f"{'adopted' if name in adopted else 'not adopted'}")
+              f"{'adopted' if passes else 'not adopted'}")
     if len(adopted) > 1:
         print(f"the cell that wins: {max(adopted, key=lambda n: mean_of(runs, n, 'clean', splits))}")
 
