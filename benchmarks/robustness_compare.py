@@ -5,10 +5,12 @@
         -o accurate-96-tps-vs-shipped > accurate-96-tps-vs-shipped.log
 
 Each argument is ``LABEL=DIR[,DIR...]``: one model, whose rows are gathered from the ``robustness.json``
-of each DIR (each holding that model alone; a level measured twice must give the same count). All must
-share the split, seed, images, levels and stability tracks. Writes the usual robustness.json, .md and
-.png with the models under their labels, and prints each distortion's score (the mean accuracy over its
-distorted levels) and every level's difference from the first model, in images.
+of each DIR (each holding that model alone; a level measured twice must give the same count; its
+stability and straightening figures come from the first DIR that has them). All must share the split,
+seed, images, levels and stability tracks, and have straightening figures all or none. Writes the usual
+robustness.json, .md and .png with the models under their labels, and prints each distortion's score
+(the mean accuracy over its distorted levels), every level's difference from the first model, in
+images, and each transformer's straightening slope.
 """
 
 from __future__ import annotations
@@ -58,12 +60,17 @@ def gather(label: str, reports: dict[Path, dict]) -> dict:
                 raise StnError(f"{directory}: {key[0]} {key[1]:g} gives {row['correct']} correct, "
                                f"not {rows[key]['correct']} as before")
             rows[key] = {**row, "model": label}
-        if result["stability"] and "stability" not in merged:
-            name = result["models"][0]["name"]
-            merged["stability"] = {**result["stability"], "models": [
-                {**m, "model": label} for m in result["stability"]["models"] if m["model"] == name]}
+        for section in ("stability", "straightening"):
+            if result.get(section) and section not in merged:
+                merged[section] = relabel(result[section], result["models"][0]["name"], label)
     merged["rows"] = rows
     return merged
+
+
+def relabel(section: dict, name: str, label: str) -> dict:
+    """A report's per-model ``section`` (stability, straightening) keeping model ``name``'s figures, as
+    ``label``."""
+    return {**section, "models": [{**m, "model": label} for m in section["models"] if m["model"] == name]}
 
 
 def combine(models: dict[str, dict]) -> dict:
@@ -79,8 +86,17 @@ def combine(models: dict[str, dict]) -> dict:
     rows = [model["rows"][t, level] for t in levels for level in levels[t] for model in models.values()]
     stability = first.get("stability") and {**first["stability"], "models": [
         m for model in models.values() for m in model["stability"]["models"]]}
-    return {**{key: first[key] for key in SHARED}, "models": [model["model"] for model in models.values()],
-            "levels": levels, "robustness": rows, "stability": stability}
+    result = {**{key: first[key] for key in SHARED}, "models": [model["model"] for model in models.values()],
+              "levels": levels, "robustness": rows, "stability": stability}
+    turned = {label: model.get("straightening") for label, model in models.items()}
+    if any(turned.values()):
+        shape = next(({"angles": s["angles"], "images": s["images"]} for s in turned.values() if s))
+        for label, section in turned.items():
+            if not section or {"angles": section["angles"], "images": section["images"]} != shape:
+                raise StnError(f"{label}: no straightening figures at {shape['images']} images turned by "
+                               f"{shape['angles'][0]:g} to {shape['angles'][-1]:g} degrees, as the others have")
+        result["straightening"] = {**shape, "models": [m for s in turned.values() for m in s["models"]]}
+    return result
 
 
 def summary(result: dict) -> list[str]:
@@ -105,6 +121,9 @@ def summary(result: dict) -> list[str]:
                 a, b = cells[transform, level, base], cells[transform, level, name]
                 lines.append(f"| {transform} | {level:g} | {a['accuracy']:.2f} | {b['accuracy']:.2f} | "
                              f"{b['correct'] - a['correct']:+d} |")
+    turned = (result.get("straightening") or {}).get("models", [])
+    lines += [""] * bool(turned) + [f"straightening of {m['model']}'s transformer before block {m['position']}: "
+                                    f"slope {m['slope']:.3f}, scatter {m['scatter']:.2f} degrees" for m in turned]
     return lines
 
 

@@ -14,9 +14,9 @@ TRACKS = [3, 5]
 
 
 def write_report(folder: Path, name: str, counts: dict[tuple[str, float], int], split: str | None = "test",
-                 transform: str | None = "affine") -> Path:
-    """A one-model robustness.json with ``counts`` correct of 10 images per (distortion, level); an older
-    report has no split and no transform."""
+                 transform: str | None = "affine", slope: float | None = None) -> Path:
+    """A one-model robustness.json with ``counts`` correct of 10 images per (distortion, level), and the
+    straightening ``slope`` of its transformer if given; an older report has no split and no transform."""
     levels: dict[str, list[float]] = {}
     for distortion, level in counts:
         levels.setdefault(distortion, []).append(level)
@@ -34,6 +34,10 @@ def write_report(folder: Path, name: str, counts: dict[tuple[str, float], int], 
         result["split"] = split
     if transform:
         result["models"][0]["transform"] = transform
+    if slope is not None:
+        result["straightening"] = {"angles": [-45.0, 0.0, 45.0], "images": 10, "models": [
+            {"model": name, "position": 2, "slope": slope, "scatter": 4.0,
+             "mean_turn": [-45 * slope, 0.0, 45 * slope]}]}
     folder.mkdir(parents=True)
     (folder / "robustness.json").write_text(json.dumps(result))
     return folder
@@ -93,3 +97,20 @@ def test_refuses_what_does_not_fit(reports, tmp_path):
     assert done.returncode == 2 and "robustness.json" in done.stderr and "Traceback" not in done.stderr
     done = run("no-label", "-o", str(tmp_path / "o5"))
     assert done.returncode == 2 and "LABEL=DIR" in done.stderr
+
+
+def test_carries_each_models_straightening_figures(reports, tmp_path):
+    counts = {("rotation", 0.0): 9, ("tilt", 0.0): 9}
+    turned = write_report(tmp_path / "turned", "pretrained", counts, slope=0.01)  # the same model, clean only
+    robust = write_report(tmp_path / "robust", "run1", {("rotation", 0.0): 10, ("rotation", 30.0): 9,
+                                                        ("tilt", 0.0): 10, ("tilt", 60.0): 8}, slope=0.9)
+    out = tmp_path / "out"
+    done = run(f"ship={reports['a1']},{reports['a2']},{turned}", f"robust={robust}", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "straightening of robust's transformer before block 2: slope 0.900, scatter 4.00 degrees" in done.stdout
+    result = json.loads((out / "robustness.json").read_text())
+    assert [(m["model"], m["slope"]) for m in result["straightening"]["models"]] == [("ship", 0.01), ("robust", 0.9)]
+    assert "| robust | 2 | 0.900 | 4.00 |" in (out / "robustness.md").read_text()
+    done = run(f"ship={reports['a1']},{reports['a2']}", f"robust={robust}", "-o", str(tmp_path / "o1"))
+    assert done.returncode == 2 and done.stderr == (
+        "error: ship: no straightening figures at 10 images turned by -45 to 45 degrees, as the others have\n")
