@@ -20,7 +20,7 @@ SMALL = ["-n", "100", "-e", "1", "--cnn", "4,4,4,8", "--locnet", "4,4,4", "--loc
 
 
 def test_the_named_recipes_are_shipped_and_valid():
-    assert list_recipes() == ["accurate", "fast", "minute", "paper", "regularised"]
+    assert list_recipes() == ["accurate", "fast", "minute", "paper", "regularised", "robust"]
     paper = load_recipe("paper")
     assert paper["net"] == "idsia" and paper["locnet"] == "200,300,200" and paper["locnet3"] == "150,150,150"
     assert TrainConfig.from_dict(load_recipe("regularised")).dropout == 0.5
@@ -29,6 +29,13 @@ def test_the_named_recipes_are_shipped_and_valid():
 def test_the_minute_recipe_is_fast_at_its_grids_winning_cell():
     winner = {"cnn": "16,32,64,64", "locnet2": "16,16,16", "epochs": 3}  # minute-val's rule (minute_report.log)
     assert load_recipe("minute") == {**load_recipe("fast"), **winner}
+
+
+def test_the_robust_recipe_is_accurate_with_the_levers_of_its_grid():
+    levers = {"jitter_rot": 45.0, "jitter_scale": 0.4, "jitter_content_scale": True, "jitter_shift": 0.25,
+              "jitter_tilt": 60.0, "jitter_graded": True, "passes": 2, "locnet_act": "leaky",
+              "straighten": 0.3}  # the [base] of accurate-robust-val-graded-straighten.toml
+    assert load_recipe("robust") == {**load_recipe("accurate"), **levers}
 
 
 def test_the_accurate_recipe_is_the_shipped_models():
@@ -47,7 +54,8 @@ def test_command_line_options_override_the_recipe_and_config_json_records_the_re
 
 
 @pytest.mark.parametrize("recipe,message", [
-    ("papr", "unknown recipe 'papr'; valid: accurate, fast, minute, paper, regularised, or a path to a .toml file"),
+    ("papr", "unknown recipe 'papr'; valid: accurate, fast, minute, paper, regularised, robust, "
+             "or a path to a .toml file"),
     ("{tmp}/bad.toml", "recipe {tmp}/bad.toml: unknown option(s) epoch; valid: image_size, "),
     ("{tmp}/typed.toml", "recipe {tmp}/typed.toml: option epochs must be int, got 'ten'"),
 ])
