@@ -90,7 +90,7 @@ def combine(models: dict[str, dict]) -> dict:
               "levels": levels, "robustness": rows, "stability": stability}
     turned = {label: model.get("straightening") for label, model in models.items()}
     if any(turned.values()):
-        shape = next(({"angles": s["angles"], "images": s["images"]} for s in turned.values() if s))
+        shape = next({"angles": s["angles"], "images": s["images"]} for s in turned.values() if s)
         for label, section in turned.items():
             if not section or {"angles": section["angles"], "images": section["images"]} != shape:
                 raise StnError(f"{label}: no straightening figures at {shape['images']} images turned by "
